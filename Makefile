@@ -1,0 +1,34 @@
+# Two entry points for a bare machine (see README): `make run` and `make test`.
+# Both create .venv on first use. TORCH selects the torch wheel: the CPU build pinned here is the
+# one on the project's machines; on a GPU host use e.g. `make TORCH="torch==2.13.0" run` with
+# PyTorch's CUDA index configured in pip.
+PYTHON ?= python3
+VENV := .venv
+TORCH ?= torch==2.13.0
+CORES ?= 2
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH)"
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/snakemake --profile profiles/default --cores $(CORES)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/snakemake --lint
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/speed.py
+	$(VENV)/bin/python benchmarks/quality_fmd.py
+
+clean:
+	rm -rf results resources logs .snakemake

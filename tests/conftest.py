@@ -1,0 +1,31 @@
+"""Shared fixtures: where the real data is, and small deterministic settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """Real FMD/W2S images: $N2SR_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("N2SR_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def fmd_root() -> Path:
+    root = data_root() / "fmd"
+    if not root.is_dir():
+        pytest.skip(f"FMD data not found at {root}; set N2SR_DATA to the shared data folder")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    """Each test starts from the same global torch seed."""
+    torch.manual_seed(0)
+    yield
