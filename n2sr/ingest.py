@@ -1,0 +1,167 @@
+"""Raw microscope data (TIFF stack, PNG, or a folder series) -> canonical OME-Zarr.
+
+Ingest is the only step that understands vendor layouts; every later step sees one
+``t c z y x`` OME-Zarr with provenance, so it can stream planes and trust the checksums.
+Stacks are read page by page through tifffile's Zarr store, so a stack larger than
+memory ingests in constant memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from n2sr import omezarr
+from n2sr.io import (
+    PNG_SUFFIXES,
+    TIFF_SUFFIXES,
+    InputError,
+    atomic_path,
+    check_exists,
+    check_finite,
+    image_info,
+    kind_of,
+    read_image,
+    reading,
+    sha256_file,
+    tiff_plane_axes,
+)
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key putting ``img2`` before ``img10``, as a microscope numbers its captures."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def series_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The PNG/TIFF files of a folder series in natural name order (hidden files skipped)."""
+    folder = Path(folder)
+    files = [
+        f for f in folder.iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in PNG_SUFFIXES + TIFF_SUFFIXES
+    ]
+    if not files:
+        raise InputError(folder, "folder holds no .png, .tif or .tiff files; expected a series of captures")
+    return sorted(files, key=lambda f: natural_key(f.name))
+
+
+def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> Path:
+    """Convert `source` to an OME-Zarr image at `out_zarr` and return its path.
+
+    `source` is a TIFF / OME-TIFF / ImageJ stack, a PNG, or a folder of same-shape PNG or
+    TIFF planes (repeated captures of one field of view, placed on t in natural name
+    order). The output keeps the source dtype; its ``n2sr`` attributes record the source
+    path(s), sha256 (for a folder: of the sorted per-file checksums) and dtype. The output
+    appears only when complete.
+    """
+    source = check_exists(source)
+    out = Path(out_zarr)
+    if out.suffix.lower() != ".zarr":
+        raise ValueError(f"{out}: ingest writes OME-Zarr; name the output *.zarr")
+    is_series = source.is_dir() and not (source / "zarr.json").is_file()
+    kind = "folder" if is_series else kind_of(source)
+    if kind == "zarr":
+        raise InputError(source, "is already Zarr; ingest takes a TIFF, a PNG or a folder of them")
+    with atomic_path(out) as tmp:
+        if kind == "tiff":
+            _ingest_tiff(source, tmp)
+        elif kind == "png":
+            _ingest_planes([source], tmp, source, sha256_file(source))
+        else:
+            files = series_files(source)
+            checksums = [sha256_file(f) for f in files]
+            combined = hashlib.sha256("\n".join(sorted(checksums)).encode("ascii")).hexdigest()
+            _ingest_planes(files, tmp, source, combined, checksums)
+    return out
+
+
+def _ingest_tiff(path: Path, tmp: Path) -> None:
+    sha = sha256_file(path)
+    with reading(path, "tiff"):
+        tif = tifffile.TiffFile(path)
+    with tif:
+        with reading(path, "tiff"):
+            series = tif.series[0]
+            axes = tiff_plane_axes(path, series.axes, series.shape)
+            src = zarr.open(store=series.aszarr(level=0), mode="r")
+        _check_dtype(path, series.dtype)
+        attrs = _provenance(path, sha, series.dtype, series.shape, axes)
+        attrs["source_series"] = f"0 of {len(tif.series)}"
+        _copy_planes(path, src, axes, tmp, attrs)
+
+
+def _copy_planes(path: Path, src: Any, axes: str, tmp: Path, attrs: dict[str, Any]) -> None:
+    """Copy `src` plane by plane into a new OME-Zarr, mapping `axes` onto ``t c z y x``.
+
+    The axis mapping is worked out once on an index grid (one integer per plane) rather
+    than on the pixels, so each output plane is read from exactly one source page.
+    """
+    grid_shape = tuple(1 if a in "YXS" else n for a, n in zip(axes, src.shape))
+    grid = omezarr.to_tczyx(np.arange(int(np.prod(grid_shape))).reshape(grid_shape), axes)
+    sizes = dict(zip(axes, src.shape))
+    out = omezarr.create_image(tmp, (*grid.shape[:3], sizes["Y"], sizes["X"]), src.dtype, attrs=attrs)
+    transpose = axes.index("Y") > axes.index("X")
+    for tcz in np.ndindex(grid.shape[:3]):
+        index: list[Any] = list(np.unravel_index(int(grid[tcz][0, 0]), grid_shape))
+        index[axes.index("Y")] = index[axes.index("X")] = slice(None)
+        with reading(path, "tiff"):  # only reads: a full disk is not a corrupt input
+            plane = np.asarray(src[tuple(index)])
+        plane = plane.T if transpose else plane
+        check_finite(path, plane)
+        out[tcz] = plane
+
+
+def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str,
+                   checksums: list[str] | None = None) -> None:
+    """Stack single-plane files on t, checking every file against the first before writing."""
+    shape, dtype = _single_plane_info(files[0])
+    for f in files[1:]:
+        other_shape, other_dtype = _single_plane_info(f)
+        if (other_shape, other_dtype) != (shape, dtype):
+            raise InputError(
+                f,
+                f"shape {other_shape} {other_dtype} differs from {files[0].name} ({shape} {dtype}); "
+                "all captures in a series must have the same shape and dtype: move the odd file out",
+            )
+    _check_dtype(files[0], dtype)
+    attrs = _provenance(source, sha, dtype, (len(files), *shape), "TYX")
+    if checksums is not None:
+        attrs["files"] = [{"name": f.name, "sha256": h} for f, h in zip(files, checksums)]
+    out = omezarr.create_image(tmp, (len(files), 1, 1, *shape), dtype, attrs=attrs)
+    for t, f in enumerate(files):
+        out[t, 0, 0] = read_image(f).reshape(shape)
+
+
+def _single_plane_info(path: Path) -> tuple[tuple[int, int], np.dtype]:
+    shape, dtype = image_info(path)
+    if int(np.prod(shape[:-2])) != 1:
+        raise InputError(
+            path,
+            f"is a stack of {int(np.prod(shape[:-2]))} planes; a folder series takes one plane per file: "
+            "ingest the stack file on its own",
+        )
+    return (shape[-2], shape[-1]), dtype
+
+
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    dtype = np.dtype(dtype)
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)) or dtype == np.bool_:
+        raise InputError(path, f"pixel type {dtype} is not supported; expected integer or real float intensities")
+
+
+def _provenance(source: Path, sha: str, dtype: np.dtype, shape: tuple[int, ...], axes: str) -> dict[str, Any]:
+    return {
+        "step": "ingest",
+        "source": str(source.resolve()),
+        "sha256": sha,
+        "source_dtype": np.dtype(dtype).name,
+        "source_shape": [int(n) for n in shape],
+        "source_axes": axes,
+    }

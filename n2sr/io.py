@@ -1,0 +1,263 @@
+"""Small, pure I/O helpers: read and write TIFF, PNG and Zarr images, atomic outputs.
+
+Everything that touches an input file goes through here, so a bad file fails in one
+place with one kind of error (`InputError`) that names the file, says what is wrong and,
+where possible, how to fix it; the CLI prints that as one line and exits with code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import tifffile
+import zarr
+from PIL import Image
+
+from n2sr import omezarr
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+PNG_SUFFIXES = (".png",)
+ZARR_SUFFIXES = (".zarr",)
+PNG_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16}
+# ImageJ hyperstacks hold only these sample types; anything else is written as plain TIFF.
+_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+# What a broken or truncated file raises inside tifffile / Pillow / zarr.
+READ_ERRORS = (tifffile.TiffFileError, ValueError, OSError, EOFError, KeyError, IndexError)
+
+
+class InputError(ValueError):
+    """A problem with an input file, phrased for the user: ``<path>: <problem>[; <fix>]``."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike[str], kind: str) -> Iterator[None]:
+    """Turn what a broken or truncated file raises inside tifffile/Pillow/zarr into an `InputError`."""
+    try:
+        yield
+    except InputError:
+        raise
+    except READ_ERRORS as exc:
+        kind = kind.upper()
+        raise InputError(path, f"cannot read as {kind} ({exc}); is it truncated, corrupt or not a {kind}?") from exc
+
+
+def kind_of(path: str | os.PathLike[str]) -> str:
+    """Return ``"tiff"``, ``"png"`` or ``"zarr"`` from the file name, the one place that decides."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in PNG_SUFFIXES:
+        return "png"
+    if suffix in ZARR_SUFFIXES or (path.is_dir() and (path / "zarr.json").is_file()):
+        return "zarr"
+    raise InputError(path, f"unknown image format {suffix!r}; expected .tif, .tiff, .png or .zarr")
+
+
+def check_exists(path: str | os.PathLike[str]) -> Path:
+    """Fail early, naming the file, when an input is missing or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes); re-copy it from the source")
+    return path
+
+
+def check_finite(path: str | os.PathLike[str], arr: np.ndarray) -> None:
+    """Refuse NaN/Inf in float data: one NaN poisons training losses and normalisation."""
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise InputError(path, f"complex data ({arr.dtype}) is not supported; expected real intensities")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise InputError(path, f"contains {bad} NaN/Inf values; replace them (e.g. with 0) before processing")
+
+
+def tiff_plane_axes(path: str | os.PathLike[str], axes: str, shape: tuple[int, ...]) -> str:
+    """Check a tifffile axes string has one grayscale plane per page and return it.
+
+    Samples (S) > 1 mean RGB or interleaved channels, which the single-channel model cannot
+    take; S == 1 is dropped by the caller.
+    """
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(path, f"axes {axes} have no Y and X image plane")
+    if "S" in axes and shape[axes.index("S")] > 1:
+        samples = shape[axes.index("S")]
+        kind = " (RGB)" if samples in (3, 4) else ""
+        raise InputError(
+            path,
+            f"axes {axes} has {samples} samples per pixel{kind}; expected grayscale: "
+            "split the channels (e.g. Fiji Image > Color > Split Channels) and save each as its own file",
+        )
+    return axes
+
+
+def image_info(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape ``(..., Y, X)`` and dtype of a TIFF or PNG without decoding pixels.
+
+    Lets a folder series be checked for consistent captures before anything is written.
+    """
+    path = check_exists(path)
+    kind = kind_of(path)
+    with reading(path, kind):
+        if kind == "png":
+            with Image.open(path) as img:
+                return (img.height, img.width), np.dtype(_png_dtype(path, img))
+        if kind == "tiff":
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes = tiff_plane_axes(path, series.axes, series.shape)
+                sizes = dict(zip(axes, series.shape))
+                lead = [n for a, n in zip(axes, series.shape) if a not in "YXS"]
+                return (*lead, sizes["Y"], sizes["X"]), np.dtype(series.dtype)
+        arr = open_zarr_array(path)
+        return tuple(arr.shape), np.dtype(arr.dtype)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a whole TIFF, PNG or Zarr image into memory.
+
+    Returns ``ndarray (..., Y, X)`` in the source dtype: a TIFF's first series in its stored
+    axis order (singleton samples dropped), a PNG plane, an OME-Zarr's array ``0``
+    (``t c z y x``) or a plain Zarr array. Use `n2sr.ingest` for stacks too large for memory.
+    """
+    path = check_exists(path)
+    kind = kind_of(path)
+    with reading(path, kind):
+        if kind == "tiff":
+            arr = _read_tiff(path)
+        elif kind == "png":
+            arr = read_png(path)
+        else:
+            arr = np.asarray(open_zarr_array(path)[...])
+    if arr.ndim < 2:
+        raise InputError(path, f"has {arr.ndim} dimension(s); expected an image with at least Y and X")
+    check_finite(path, arr)
+    return arr
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes = tiff_plane_axes(path, series.axes, series.shape)
+        arr = series.asarray()
+    if "S" in axes:
+        arr = np.take(arr, 0, axis=axes.index("S"))
+        axes = axes.replace("S", "")
+    return np.moveaxis(arr, [axes.index("Y"), axes.index("X")], [-2, -1])
+
+
+def read_png(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one grayscale PNG plane as ``ndarray (Y, X)`` uint8 (mode L) or uint16 (mode I;16)."""
+    with Image.open(path) as img:
+        return np.asarray(img, dtype=_png_dtype(path, img))
+
+
+def _png_dtype(path: str | os.PathLike[str], img: Image.Image) -> type:
+    if img.mode not in PNG_MODES:
+        raise InputError(
+            path,
+            f"PNG mode {img.mode} ({len(img.getbands())} channel(s)); expected 8- or 16-bit grayscale "
+            "(L or I;16): convert to grayscale or split the channels first",
+        )
+    return PNG_MODES[img.mode]
+
+
+def open_zarr_array(path: str | os.PathLike[str]) -> zarr.Array:
+    """Open a Zarr input read-only: an OME-Zarr group gives its full-resolution array."""
+    node = zarr.open(store=os.fspath(path), mode="r")
+    if isinstance(node, zarr.Group):
+        return omezarr.open_image(path)
+    return node
+
+
+def write_image(path: str | os.PathLike[str], arr: np.ndarray, *, attrs: dict[str, Any] | None = None) -> Path:
+    """Write `arr` atomically as TIFF or OME-Zarr, chosen by the extension.
+
+    `arr` is ``(y, x)``, ``(t, y, x)`` or ``(t, c, z, y, x)`` (`omezarr.canonical_shape`). TIFFs are
+    ImageJ hyperstacks (axes ``TZCYX``, ImageJ's order) when the dtype allows, so Fiji opens
+    them; `attrs` go to the ImageJ ``Info`` field (JSON) or the OME-Zarr ``n2sr`` attributes.
+    """
+    path = Path(path)
+    arr = np.asarray(arr)
+    shape5 = omezarr.canonical_shape(arr.shape)
+    kind = kind_of(path)
+    if kind == "png":
+        raise ValueError(f"{path}: PNG output is not supported; write .tif or .zarr")
+    with atomic_path(path) as tmp:
+        if kind == "tiff":
+            _write_tiff(tmp, arr, attrs or {})
+        else:
+            omezarr.create_image(tmp, shape5, arr.dtype, attrs=attrs)[...] = arr.reshape(shape5)
+    return path
+
+
+def _write_tiff(path: Path, arr: np.ndarray, attrs: dict[str, Any]) -> None:
+    if arr.dtype in _IMAGEJ_DTYPES:
+        tifffile.imwrite(
+            path,
+            arr.reshape(omezarr.canonical_shape(arr.shape)).transpose(0, 2, 1, 3, 4),
+            imagej=True,
+            metadata={"axes": "TZCYX", "Info": json.dumps(attrs)},
+        )
+    else:
+        tifffile.imwrite(path, arr, photometric="minisblack", metadata={"n2sr": attrs})
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling ``.name.tmp-<pid>``; on success move it onto `path`.
+
+    An interrupted job (killed, out of disk, exception) then never leaves a half-written
+    output that Snakemake or a later step would take as complete. For directories (Zarr)
+    a stale target is moved aside and deleted, since `os.replace` cannot replace a
+    non-empty directory; that swap is two renames, not one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: nothing was written for {path}")
+        if tmp.is_dir() or (path.is_dir() and not path.is_symlink()):
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            _remove(old)
+            if path.exists() or path.is_symlink():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks so multi-GB stacks need no memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(block_size):
+            digest.update(block)
+    return digest.hexdigest()

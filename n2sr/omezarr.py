@@ -1,0 +1,151 @@
+"""OME-Zarr v3 (NGFF 0.5) images in n2sr's one canonical layout.
+
+Every stage reads and writes the same layout (group with one array ``0``, axes
+``t c z y x``, one chunk per plane or plane tile), so steps can stream plane by plane,
+tiles can be aligned to chunks, and Fiji/napari (via their OME-Zarr readers) open outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from n2sr import __version__
+
+AXES = ("t", "c", "z", "y", "x")
+AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+NGFF_VERSION = "0.5"
+MAX_CHUNK = 2048
+# bitshuffle helps noisy 8/16-bit microscopy much more than byte shuffle.
+COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+
+
+def canonical_shape(shape: Sequence[int]) -> tuple[int, int, int, int, int]:
+    """Map ``(y, x)``, ``(t, y, x)`` or ``(t, c, z, y, x)`` onto the 5-D ``t c z y x`` shape.
+
+    A 3-D stack is repeated captures (t), as everywhere in n2sr; 4-D is ambiguous and refused.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 2:
+        return (1, 1, 1, *shape)
+    if len(shape) == 3:
+        return (shape[0], 1, 1, shape[1], shape[2])
+    if len(shape) == 5:
+        return shape
+    raise ValueError(f"shape {shape}: expected (y, x), (t, y, x) or (t, c, z, y, x)")
+
+
+def plane_chunks(shape: Sequence[int]) -> tuple[int, int, int, int, int]:
+    """One chunk per plane, or per plane tile when a side exceeds `MAX_CHUNK`."""
+    *_, ny, nx = canonical_shape(shape)
+    return (1, 1, 1, min(ny, MAX_CHUNK), min(nx, MAX_CHUNK))
+
+
+def ngff_attributes(*, name: str = "image", scale: Sequence[float] | None = None,
+                    units: dict[str, str] | None = None) -> dict[str, Any]:
+    """NGFF 0.5 ``ome`` attributes for one full-resolution dataset ``0``.
+
+    `scale` is the pixel size per axis in ``t c z y x`` order (default 1.0 everywhere);
+    `units` maps axis names to NGFF units (e.g. ``{"y": "micrometer"}``) when they are known.
+    """
+    scale = [1.0] * 5 if scale is None else [float(s) for s in scale]
+    if len(scale) != 5:
+        raise ValueError(f"scale {scale}: expected 5 values for axes t c z y x")
+    axes = []
+    for axis in AXES:
+        entry = {"name": axis, "type": AXIS_TYPES[axis]}
+        if units and axis in units:
+            entry["unit"] = units[axis]
+        axes.append(entry)
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": [{
+            "name": name,
+            "axes": axes,
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        }],
+    }
+
+
+def create_image(path: str | os.PathLike[str], shape: Sequence[int], dtype: Any, *,
+                 chunks: Sequence[int] | None = None, attrs: dict[str, Any] | None = None,
+                 scale: Sequence[float] | None = None, units: dict[str, str] | None = None) -> zarr.Array:
+    """Create an empty OME-Zarr image at `path` and return its array ``0`` for writing.
+
+    `shape` is ``(y, x)``, ``(t, y, x)`` or ``(t, c, z, y, x)`` (see `canonical_shape`). `attrs`
+    (provenance: source path, sha256, source dtype, ...) is stored under the group
+    attribute ``n2sr`` together with the n2sr version. Fails if `path` exists
+    (mode ``w-``): callers write into an `n2sr.io.atomic_path` temp directory.
+    """
+    shape5 = canonical_shape(shape)
+    chunks5 = plane_chunks(shape5) if chunks is None else canonical_shape(chunks)
+    provenance = {"n2sr_version": __version__, **(attrs or {})}
+    group = zarr.open_group(
+        store=os.fspath(path),
+        mode="w-",
+        zarr_format=3,
+        attributes={"ome": ngff_attributes(scale=scale, units=units), "n2sr": provenance},
+    )
+    return group.create_array(
+        "0",
+        shape=shape5,
+        dtype=np.dtype(dtype),
+        chunks=chunks5,
+        compressors=COMPRESSOR,
+        fill_value=0,
+        dimension_names=AXES,
+    )
+
+
+def open_image(path: str | os.PathLike[str]) -> zarr.Array:
+    """Open an OME-Zarr image read-only and return its full-resolution array.
+
+    Follows the first multiscales dataset path (``0`` for n2sr's own images), so
+    OME-Zarr images written by other tools also open.
+    """
+    group = zarr.open_group(store=os.fspath(path), mode="r")
+    ome = group.attrs.get("ome", {})
+    multiscales = ome.get("multiscales") or group.attrs.get("multiscales")
+    name = multiscales[0]["datasets"][0]["path"] if multiscales else "0"
+    array = group[name]
+    if not isinstance(array, zarr.Array):
+        raise ValueError(f"{os.fspath(path)}: {name!r} is a group, expected the image array")
+    return array
+
+
+def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the ``n2sr`` provenance attributes of an OME-Zarr image ({} if none)."""
+    return dict(zarr.open_group(store=os.fspath(path), mode="r").attrs.get("n2sr", {}))
+
+
+def to_tczyx(arr: Any, axes: str) -> Any:
+    """Reorder an array with tifffile `axes` (e.g. ``"TZCYX"``, ``"QYX"``, ``"YX"``) to 5-D ``t c z y x``.
+
+    Axes other than T, C, Z, Y, X (Q, I, R, ... : pages of unknown meaning) are repeated
+    captures for n2sr and are merged with T, in their stored order, into the t axis.
+    A singleton sample axis S is dropped; S > 1 (RGB) is refused. Works on anything with
+    ``.shape``, ``.transpose`` and ``.reshape`` (numpy, dask).
+    """
+    axes = axes.upper()
+    if len(axes) != len(arr.shape):
+        raise ValueError(f"axes {axes!r} do not match an array of shape {tuple(arr.shape)}")
+    if axes.count("Y") != 1 or axes.count("X") != 1:
+        raise ValueError(f"axes {axes!r}: need exactly one Y and one X axis")
+    sizes = dict(zip(range(len(axes)), arr.shape))
+    samples = [i for i, a in enumerate(axes) if a == "S"]
+    if any(sizes[i] > 1 for i in samples):
+        raise ValueError(f"axes {axes!r} have {max(sizes[i] for i in samples)} samples per pixel (RGB); "
+                         "expected grayscale")
+
+    def positions(letter: str) -> list[int]:
+        return [i for i, a in enumerate(axes) if a == letter]
+
+    time = [i for i, a in enumerate(axes) if a not in "CZYXS"]
+    groups = [time, positions("C"), positions("Z"), positions("Y"), positions("X")]
+    order = [i for group in groups for i in group] + samples
+    shape5 = tuple(int(np.prod([sizes[i] for i in group], dtype=np.int64)) for group in groups)
+    return arr.transpose(order).reshape(shape5)
