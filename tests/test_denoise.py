@@ -1,0 +1,166 @@
+"""Denoising: shapes, tiled == whole plane, N-D == plane loop, Zarr out of core == in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import zarr
+
+from n2sr.denoise import DenoiseConfig, denoise_array, denoise_plane, denoise_zarr
+from n2sr.model import ModelConfig, build_model, receptive_field
+from n2sr.normalize import Normalizer
+
+# A narrow network keeps each test fast; the receptive field does not depend on the widths.
+SMALL = ModelConfig(features=8, final_features=16, unet_out_channels=8, sr_channels=8)
+RF = receptive_field(SMALL)
+NORM = Normalizer(offset=100.0, scale=400.0, mode="meanstd")
+FP32 = dict(device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    """The real network with He-initialised weights: unlike PyTorch's default init, its output
+    varies strongly with the input, so a tile seen with too little context shows."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(SMALL).eval()
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                torch.nn.init.zeros_(m.bias)
+    return model
+
+
+def upsample_net(x: torch.Tensor) -> torch.Tensor:
+    """An identity-like 'network': nearest 2x upsampling, undone exactly by the 2x2 mean."""
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def plane_of(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 1000, shape).astype(np.uint16)
+
+
+def run(net, plane, cfg, return_sr=True):
+    return denoise_plane(net, plane, NORM, cfg, receptive_field=RF, return_sr=return_sr)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal up to float32 rounding, relative to the data's scale."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("shape,tile", [((45, 77), 1024), ((45, 77), 32), ((33, 129), 64)])
+def test_shapes_and_dtypes(net, shape, tile: int) -> None:
+    plane = plane_of(shape)
+    denoised, sr = run(net, plane, DenoiseConfig(tile_size=tile, **FP32))
+    assert denoised.shape == shape and denoised.dtype == np.float32
+    assert sr.shape == (2 * shape[0], 2 * shape[1]) and sr.dtype == np.float32
+    assert np.isfinite(sr).all()
+    assert run(net, plane, DenoiseConfig(**FP32), return_sr=False)[1] is None
+
+
+@pytest.mark.parametrize("mode,shape,tile", [("avgpool", (40, 700), 64), ("bilinear", (40, 700), 64),
+                                             ("avgpool", (420, 420), 192)])
+def test_tiled_equals_whole_plane_with_default_overlap(net, mode: str, shape, tile: int) -> None:
+    plane = plane_of(shape)
+    whole = run(net, plane, DenoiseConfig(downsample=mode, **FP32))
+    tiled = run(net, plane, DenoiseConfig(tile_size=tile, downsample=mode, **FP32))
+    assert_close(tiled[1], whole[1])
+    assert_close(tiled[0], whole[0])
+
+
+def test_small_overlap_is_close_but_not_exact(net) -> None:
+    plane = plane_of((40, 700))
+    whole = run(net, plane, DenoiseConfig(**FP32))[0]
+    tiled = run(net, plane, DenoiseConfig(tile_size=64, overlap=64, **FP32))[0]
+    assert not np.allclose(tiled, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+    assert np.abs(tiled - whole).mean() < 0.01 * np.ptp(whole)
+
+
+@pytest.mark.parametrize("tile", [1024, 32])
+def test_normalisation_is_undone_exactly(tile: int) -> None:
+    plane = plane_of((45, 77))
+    denoised, sr = denoise_plane(upsample_net, plane, NORM, DenoiseConfig(tile_size=tile, **FP32), receptive_field=0,
+                                 return_sr=True)
+    np.testing.assert_allclose(denoised, plane, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(sr, np.repeat(np.repeat(plane, 2, 0), 2, 1), rtol=1e-6, atol=1e-3)
+
+
+def test_bilinear_matches_the_authors_interpolate(net) -> None:
+    plane = plane_of((45, 77))
+    denoised, sr = run(net, plane, DenoiseConfig(downsample="bilinear", **FP32))
+    with torch.inference_mode():
+        out = net(torch.from_numpy(NORM.forward(plane))[None, None])
+        expected = NORM.inverse(F.interpolate(out, scale_factor=0.5, mode="bilinear", align_corners=True)[0, 0].numpy())
+    assert_close(denoised, expected)
+    assert_close(sr, NORM.inverse(out[0, 0].numpy()))
+
+
+def test_avgpool_is_the_2x2_mean(net) -> None:
+    denoised, sr = run(net, plane_of((45, 77)), DenoiseConfig(**FP32))
+    assert_close(denoised, sr.reshape(45, 2, 77, 2).mean((1, 3)))
+
+
+def test_array_is_plane_wise(net) -> None:
+    stack = plane_of((2, 1, 2, 33, 50))
+    cfg = DenoiseConfig(tile_size=32, **FP32)
+    denoised, sr = denoise_array(net, stack, NORM, cfg, receptive_field=RF, return_sr=True, progress=False)
+    assert denoised.shape == stack.shape and sr.shape == (2, 1, 2, 66, 100)
+    for index in np.ndindex(*stack.shape[:-2]):
+        d, s = run(net, stack[index], cfg)
+        np.testing.assert_array_equal(denoised[index], d)
+        np.testing.assert_array_equal(sr[index], s)
+    assert denoise_array(net, stack, NORM, cfg, receptive_field=RF, progress=False)[1] is None
+
+
+def zarr_array(tmp_path, name: str, data_or_shape, chunks, dtype=None, shards=None) -> zarr.Array:
+    shape = getattr(data_or_shape, "shape", data_or_shape)
+    arr = zarr.create_array(store=str(tmp_path / name), shape=shape, chunks=chunks, shards=shards,
+                            dtype=dtype or data_or_shape.dtype, fill_value=0)
+    if isinstance(data_or_shape, np.ndarray):
+        arr[...] = data_or_shape
+    return arr
+
+
+@pytest.mark.parametrize("mode", ["avgpool", "bilinear"])
+@pytest.mark.parametrize("shape,chunks,sr_chunks,shards,block", [
+    ((2, 1, 1, 45, 77), (1, 1, 1, 45, 77), (1, 1, 1, 90, 154), None, 2048),  # one block per plane
+    ((1, 1, 2, 40, 600), (1, 1, 1, 7, 50), (1, 1, 1, 20, 64), None, 100),  # odd chunks, blocks split y and x
+    ((1, 1, 1, 40, 400), (1, 1, 1, 8, 64), (1, 1, 1, 16, 128), (1, 1, 1, 40, 192), 64),  # sharded
+])
+def test_zarr_out_of_core_equals_in_memory(net, tmp_path, mode, shape, chunks, sr_chunks, shards, block) -> None:
+    stack = plane_of(shape)
+    src = zarr_array(tmp_path, "src.zarr", stack, chunks)
+    dst = zarr_array(tmp_path, "dst.zarr", shape, chunks, np.float32, shards)
+    sr_shards = None if shards is None else (*shards[:3], 2 * shards[3], 2 * shards[4])
+    sr_dst = zarr_array(tmp_path, "sr.zarr", (*shape[:3], 2 * shape[3], 2 * shape[4]), sr_chunks, np.float32, sr_shards)
+    cfg = DenoiseConfig(tile_size=64, block_size=block, downsample=mode, **FP32)
+    denoise_zarr(net, src, dst, NORM, cfg, receptive_field=RF, sr_dst=sr_dst, progress=False)
+    denoised, sr = denoise_array(net, stack, NORM, cfg, receptive_field=RF, return_sr=True, progress=False)
+    reread = zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")
+    assert_close(reread[...], denoised)
+    assert_close(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
+
+
+def test_zarr_refuses_targets_that_do_not_fit(net, tmp_path) -> None:
+    src = zarr_array(tmp_path, "src.zarr", plane_of((1, 1, 1, 33, 40)), (1, 1, 1, 33, 40))
+    cfg = DenoiseConfig(**FP32)
+    with pytest.raises(ValueError, match="shape"):
+        denoise_zarr(net, src, zarr_array(tmp_path, "a.zarr", (1, 1, 1, 33, 41), (1, 1, 1, 33, 41), np.float32),
+                     NORM, cfg, receptive_field=RF)
+    with pytest.raises(ValueError, match="floating dtype"):
+        denoise_zarr(net, src, zarr_array(tmp_path, "b.zarr", src.shape, src.chunks, np.uint16),
+                     NORM, cfg, receptive_field=RF)
+
+
+def test_config_and_network_errors(net) -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        DenoiseConfig(tile_size=100)
+    with pytest.raises(ValueError, match="downsample"):
+        DenoiseConfig(downsample="nearest")
+    assert DenoiseConfig().halo(RF) == 192 and DenoiseConfig(overlap=40).halo(RF) == 64
+    training = build_model(SMALL)
+    with pytest.raises(ValueError, match="eval"):
+        run(training, plane_of((32, 32)), DenoiseConfig(**FP32))
