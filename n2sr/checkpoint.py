@@ -28,8 +28,8 @@ def versions() -> dict[str, str]:
     """Package versions recorded in every output, for reproducibility."""
     return {
         "n2sr": n2sr.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }

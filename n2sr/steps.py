@@ -67,3 +67,151 @@ def train_step(images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
     log.info("trained %d iterations in %.0f s; best validation loss %.5g at iteration %d -> %s",
              result.steps, result.seconds, result.best_val, result.best_step, out)
     return result
+
+
+def synth_step(out_dir: str | os.PathLike[str], *, seed: int = 0, spec: str | os.PathLike[str] | None = None):
+    """Generate the embedded demo archive; `spec` is a YAML file of `make_archive` keywords."""
+    import yaml
+
+    from n2sr.synthetic import make_archive
+
+    kwargs = {}
+    if spec is not None:
+        with open(spec, encoding="utf-8") as f:
+            kwargs = yaml.safe_load(f) or {}
+        if "shape" in kwargs:
+            kwargs["shape"] = tuple(kwargs["shape"])
+    return make_archive(out_dir, seed=seed, **kwargs)
+
+
+def _capture_ids(path: Path, captures: Sequence[int] | None, n: int) -> list[int]:
+    """Original capture indices of the planes read from `path` (a denoised Zarr records them)."""
+    if captures is not None:
+        return list(captures)
+    if io.kind_of(path) == "zarr":
+        recorded = omezarr.read_attrs(path).get("captures")
+        if recorded is not None and len(recorded) == n:
+            return list(recorded)
+    return list(range(n))
+
+
+def evaluate_step(reference: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], *,
+                  csv: str | os.PathLike[str] | None = None, data_range: float | None = None,
+                  captures: Sequence[int] | None = None, labels: dict[str, str] | None = None,
+                  methods: Sequence[str] = ()) -> list[dict]:
+    """PSNR/SSIM (both conventions) of every selected plane of `images` against `reference`."""
+    from n2sr.evaluate import evaluate_images, write_image_csv
+
+    if methods and len(methods) != len(images):
+        raise ValueError(f"{len(methods)} --method value(s) for {len(images)} image(s); give one per image or none")
+    ref = load_planes(reference)
+    if ref.shape[0] != 1:
+        raise io.InputError(reference, f"has {ref.shape[0]} planes; a reference must be a single plane")
+    rows = []
+    for i, path in enumerate(images):
+        path = Path(path)
+        stack = load_planes(path, captures)
+        if stack.shape[-2:] != ref.shape[-2:]:
+            raise io.InputError(path, f"planes are {stack.shape[-2]}x{stack.shape[-1]} but the reference "
+                                      f"{reference} is {ref.shape[-2]}x{ref.shape[-1]}")
+        method = methods[i] if methods else path.name.split(".")[0]
+        ids = _capture_ids(path, captures, stack.shape[0])
+        planes = {f"{path.name}[{t}]": plane for t, plane in zip(ids, stack)}
+        rows += evaluate_images(ref[0], planes, fixed_data_range=data_range,
+                                labels={"configuration": "", **(labels or {}), "method": method})
+    if csv is not None:
+        write_image_csv(rows, csv)
+    for row in rows:
+        log.info("%s %s: PSNR %.2f dB, SSIM %.4f (fixed range %g); PSNR %.2f dB, SSIM %.4f (per-image range)",
+                 row["method"], row["image"], row["psnr"], row["ssim"], row["data_range"],
+                 row["psnr_per_image"], row["ssim_per_image"])
+    return rows
+
+
+def denoise_step(model: str | os.PathLike[str], input: str | os.PathLike[str], output: str | os.PathLike[str],
+                 cfg, *, captures: Sequence[int] | None = None, sr: str | os.PathLike[str] | None = None,
+                 tiff: str | os.PathLike[str] | None = None) -> None:
+    """Denoise an image or stack; Zarr to Zarr runs out of core, block by block.
+
+    Every output records the model (path and sha256), the settings and the source it came
+    from, so a result found later can be traced to what produced it.
+    """
+    from dataclasses import asdict
+
+    import dask.array as da
+
+    from n2sr import checkpoint
+    from n2sr.denoise import denoise_array, denoise_zarr
+    from n2sr.device import pick_device
+    from n2sr.model import ModelConfig, receptive_field
+
+    input, output = io.check_exists(input), Path(output)
+    device = pick_device(cfg.device)
+    net, normalizer, ckpt = checkpoint.load_model(model, device)
+    rf = receptive_field(ModelConfig(**ckpt["model_config"]))
+    stream = io.kind_of(input) == "zarr" and io.kind_of(output) == "zarr" and (sr is None or io.kind_of(sr) == "zarr")
+    if stream:
+        src = io.open_zarr_array(input)
+        n = src.shape[0]
+        picked = list(range(n)) if captures is None else list(captures)
+        _check_captures(input, picked, n)
+        source = da.from_zarr(src)[picked] if captures is not None else src
+    else:
+        stack = io.read_image(input)
+        picked = list(range(stack.shape[0] if stack.ndim >= 3 else 1)) if captures is None else list(captures)
+        if captures is not None:
+            _check_captures(input, picked, stack.shape[0] if stack.ndim >= 3 else 1)
+            stack = stack[picked] if stack.ndim >= 3 else stack[None]
+    attrs = {
+        "source": str(input), "captures": picked, "model": str(model), "model_sha256": io.sha256_file(model),
+        "model_train_config": ckpt["train_config"], "denoise_config": asdict(cfg),
+        "versions": checkpoint.versions(),
+    }
+    if stream:
+        outputs = [(output, source.shape[-2:], 1)] + ([(Path(sr), source.shape[-2:], 2)] if sr else [])
+        with _atomic_all([p for p, _, _ in outputs]) as tmps:
+            dst = omezarr.create_image(tmps[0], source.shape, np.float32, chunks=src.chunks, attrs=attrs)
+            sr_dst = None
+            if sr:
+                sr_shape = (*source.shape[:-2], 2 * source.shape[-2], 2 * source.shape[-1])
+                sr_dst = omezarr.create_image(tmps[1], sr_shape, np.float32, attrs={**attrs, "kind": "2x super-resolution"})
+            denoise_zarr(net, source, dst, normalizer, cfg, receptive_field=rf, sr_dst=sr_dst)
+        if tiff:
+            export_tiff(output, tiff)
+        return
+    denoised, sr_arr = denoise_array(net, stack, normalizer, cfg, receptive_field=rf, return_sr=sr is not None)
+    io.write_image(output, denoised, attrs=attrs)
+    if sr is not None:
+        io.write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"})
+    if tiff:
+        io.write_image(tiff, denoised, attrs=attrs)
+
+
+def _atomic_all(paths: Sequence[Path]):
+    """Atomic temp paths for several outputs, all renamed into place only if all succeed."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+
+    @contextlib.contextmanager
+    def manager():
+        with stack:
+            yield [stack.enter_context(io.atomic_path(p)) for p in paths]
+
+    return manager()
+
+
+def export_tiff(zarr_path: str | os.PathLike[str], tiff_path: str | os.PathLike[str]) -> None:
+    """Stream an OME-Zarr image into an ImageJ hyperstack TIFF that Fiji opens, plane by plane."""
+    import json
+
+    import tifffile
+
+    arr = omezarr.open_image(zarr_path)
+    t, c, z, y, x = arr.shape
+    attrs = omezarr.read_attrs(zarr_path)
+    planes = (np.asarray(arr[i, k, j], dtype=np.float32) for i in range(t) for j in range(z) for k in range(c))
+    with io.atomic_path(tiff_path) as tmp:
+        with tifffile.TiffWriter(tmp, imagej=True) as tw:
+            tw.write(planes, shape=(t, z, c, y, x), dtype=np.float32,
+                     metadata={"axes": "TZCYX", "Info": json.dumps(attrs, default=str)})
