@@ -145,8 +145,14 @@ def run(ns: argparse.Namespace) -> None:
                            captures=ns.captures, sr=ns.sr, tiff=ns.tiff)
     elif ns.command == "evaluate":
         labels = dict(item.split("=", 1) for item in ns.label)
-        steps.evaluate_step(ns.reference, ns.images, csv=ns.csv, data_range=ns.data_range,
-                            captures=ns.captures, labels=labels, methods=ns.method)
+        rows = steps.evaluate_step(ns.reference, ns.images, csv=ns.csv, data_range=ns.data_range,
+                                   captures=ns.captures, labels=labels, methods=ns.method)
+        print(f"{'method':<10} {'image':<32} {'PSNR':>8} {'SSIM':>7}   {'PSNR*':>8} {'SSIM*':>7}")
+        for r in rows:
+            print(f"{r['method']:<10} {r['image']:<32} {r['psnr']:8.2f} {r['ssim']:7.4f}   "
+                  f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}")
+        print(f"PSNR/SSIM: fixed data range ({rows[0]['data_range']:g}); "
+              "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention)")
     elif ns.command == "summarize":
         from n2sr.evaluate import summarize
 

@@ -121,10 +121,6 @@ def evaluate_step(reference: str | os.PathLike[str], images: Sequence[str | os.P
                                 labels={"configuration": "", **(labels or {}), "method": method})
     if csv is not None:
         write_image_csv(rows, csv)
-    for row in rows:
-        log.info("%s %s: PSNR %.2f dB, SSIM %.4f (fixed range %g); PSNR %.2f dB, SSIM %.4f (per-image range)",
-                 row["method"], row["image"], row["psnr"], row["ssim"], row["data_range"],
-                 row["psnr_per_image"], row["ssim_per_image"])
     return rows
 
 
