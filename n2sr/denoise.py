@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+import dask.array as da
 import numpy as np
 import torch
 import zarr
@@ -114,7 +115,7 @@ def denoise_array(net: Net, arr: np.ndarray, normalizer: Normalizer, cfg: Denois
     return denoised, sr
 
 
-def denoise_zarr(net: Net, src: zarr.Array, dst: zarr.Array, normalizer: Normalizer, cfg: DenoiseConfig, *,
+def denoise_zarr(net: Net, src: zarr.Array | da.Array, dst: zarr.Array, normalizer: Normalizer, cfg: DenoiseConfig, *,
                  receptive_field: int, sr_dst: zarr.Array | None = None, progress: bool = True) -> None:
     """Denoise a Zarr stack ``(..., Y, X)`` (e.g. ``t c z y x``) into `dst`, out of core.
 
@@ -126,7 +127,8 @@ def denoise_zarr(net: Net, src: zarr.Array, dst: zarr.Array, normalizer: Normali
 
     Parameters
     ----------
-    src : zarr.Array (..., Y, X), any real dtype.
+    src : zarr.Array (..., Y, X), any real dtype; or any array read by slicing into numpy,
+        e.g. a dask selection of captures (only block windows are read).
     dst : zarr.Array (..., Y, X), floating dtype, created by the caller; receives raw intensities.
     sr_dst : zarr.Array (..., 2Y, 2X), floating dtype, optional; receives the 2x output.
     """

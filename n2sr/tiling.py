@@ -6,8 +6,9 @@ the whole-plane output:
 
 - every core start and halo is a multiple of `align` (the network's pooling multiple), so
   each tile sees the same pooling grid as the whole plane and interior tiles need no padding;
-- the blending weight is 0 closer than the receptive field to a tile border that is not an
-  image border, so only pixels the tile computed exactly contribute.
+- with a halo of at least the receptive field, the blending weight is 0 closer than the
+  receptive field to a tile border that is not an image border, so only pixels the tile
+  computed exactly contribute.
 
 Inside the rest of the halo, neighbouring tiles cross-fade with raised-cosine ramps that sum
 to 1, so a model that is not exactly shift-invariant (bf16, a halo smaller than the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 import torch
@@ -142,6 +143,16 @@ def test_zarr_out_of_core_equals_in_memory(net, tmp_path, mode, shape, chunks, s
     reread = zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")
     assert_close(reread[...], denoised)
     assert_close(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
+
+
+def test_zarr_reads_a_dask_selection_of_captures(net, tmp_path) -> None:
+    stack = plane_of((3, 1, 1, 40, 70))
+    src = da.from_zarr(zarr_array(tmp_path, "src.zarr", stack, (1, 1, 1, 40, 70)))[[2, 0]]
+    dst = zarr_array(tmp_path, "dst.zarr", src.shape, (1, 1, 1, 16, 32), np.float32)
+    cfg = DenoiseConfig(block_size=32, **FP32)
+    denoise_zarr(net, src, dst, NORM, cfg, receptive_field=RF, progress=False)
+    expected, _ = denoise_array(net, stack[[2, 0]], NORM, cfg, receptive_field=RF, progress=False)
+    assert_close(dst[...], expected)
 
 
 def test_zarr_refuses_targets_that_do_not_fit(net, tmp_path) -> None:
