@@ -1,0 +1,131 @@
+"""The sample table: one row per (configuration, field of view) the pipeline works on.
+
+Rows come from a TSV sheet (config key ``samples``) or are discovered in an FMD-style
+archive (``archive``: ``<root>/<configuration>/raw/<fov>/``). They are checked here, once,
+when Snakemake reads the workflow, so a wrong row stops the run at start with its line and
+problem named, rather than one job failing hours into a cluster run.
+
+Columns
+-------
+configuration : imaging configuration; one model is trained per configuration
+fov : field of view, unique within its configuration
+raw : noisy captures of the FOV: a stack file or a folder of planes (a capture series)
+reference : a given clean reference file, or "" to average the raw captures
+split : ``train`` (training only), ``test`` (denoised and scored) or ``both``
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+
+COLUMNS = ("configuration", "fov", "raw", "reference", "split")
+TRAIN_SPLITS = ("train", "both")
+TEST_SPLITS = ("test", "both")
+
+# A row before checking: where it came from (for messages) and its column values.
+Row = tuple[str, dict[str, Any]]
+
+
+class SampleError(ValueError):
+    """A sample row or the way rows are selected is wrong; the message names which and why."""
+
+
+def read_sheet(path: str | os.PathLike[str]) -> list[Row]:
+    """Rows of a tab-separated sample sheet, labelled by file and line (header = line 1).
+
+    Everything is read as text: FOV ``01`` stays ``01``, and an empty cell is "".
+    """
+    if not Path(path).is_file():
+        raise SampleError(f"sample sheet {path}: file not found; set 'samples' in the config to an existing TSV")
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#", skip_blank_lines=True)
+    return [(f"{path} line {i + 2}", record) for i, record in enumerate(sheet.to_dict("records"))]
+
+
+def discover(archive: Mapping[str, Any]) -> list[Row]:
+    """Rows for the FOVs an FMD-style archive config selects.
+
+    `archive` has ``root``, ``configurations`` (name -> ``train_fovs``, ``test_fovs``) and
+    ``reference`` (a path template under root with ``{configuration}`` and ``{fov}``, or
+    None to average the captures). A FOV listed in both lists gets split ``both``.
+    """
+    root = Path(archive["root"])
+    template = archive.get("reference")
+    rows: list[Row] = []
+    for configuration, fovs in archive["configurations"].items():
+        train = [str(f) for f in fovs.get("train_fovs", [])]
+        test = [str(f) for f in fovs.get("test_fovs", [])]
+        raw_dir = root / configuration / "raw"
+        present = sorted((p.name for p in raw_dir.iterdir() if p.is_dir()), key=_natural) if raw_dir.is_dir() else []
+        for fov in dict.fromkeys(train + test):
+            label = f"archive configuration {configuration} FOV {fov}"
+            if fov not in present:
+                found = ", ".join(present) if present else f"none ({raw_dir} is missing or empty)"
+                raise SampleError(f"{label}: no folder {raw_dir / fov}; FOVs present: {found}")
+            split = "both" if fov in train and fov in test else "train" if fov in train else "test"
+            reference = str(root / template.format(configuration=configuration, fov=fov)) if template else ""
+            rows.append((label, {"configuration": configuration, "fov": fov, "raw": str(raw_dir / fov),
+                                 "reference": reference, "split": split}))
+    return rows
+
+
+def check_rows(rows: Sequence[Row], schema: Mapping[str, Any], produced: Iterable[str | os.PathLike[str]] = ()) -> pd.DataFrame:
+    """Validate rows against the sample schema and the file system; return the table.
+
+    `produced` are folders the pipeline itself creates (the synthetic archive): paths inside
+    them need not exist yet. The table is indexed by (configuration, fov).
+    """
+    if not rows:
+        raise SampleError("no samples: the sheet or the archive selection is empty")
+    produced = [os.path.abspath(p) for p in produced]
+    seen: dict[tuple[str, str], str] = {}
+    records = []
+    for label, record in rows:
+        record = {k: ("" if v is None else v) for k, v in record.items()}
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(record))
+        if error is not None:
+            where = f"column {error.path[0]!r}: " if error.path else ""
+            raise SampleError(f"{label}: {where}{error.message}")
+        record = {**{k: v["default"] for k, v in schema["properties"].items() if "default" in v}, **record}
+        key = (record["configuration"], record["fov"])
+        if key in seen:
+            raise SampleError(f"{label}: configuration {key[0]} FOV {key[1]} is already given by {seen[key]}")
+        seen[key] = label
+        for column in ("raw", "reference"):
+            path = record[column]
+            if path and not _inside(path, produced) and not os.path.exists(path):
+                raise SampleError(f"{label}: {column} {path!r} does not exist (paths are relative to the working "
+                                  f"directory {os.getcwd()})")
+        records.append(record)
+    table = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    for configuration, part in table.groupby("configuration", sort=False):
+        if part["split"].isin(TEST_SPLITS).any() and not part["split"].isin(TRAIN_SPLITS).any():
+            raise SampleError(f"configuration {configuration} has test FOVs but no FOV with split train or both, "
+                              "so no model can be trained for it")
+    return table.set_index(["configuration", "fov"], drop=False).sort_index()
+
+
+def sample_table(config: Mapping[str, Any], schema: Mapping[str, Any]) -> pd.DataFrame:
+    """The checked table for a workflow config: from ``samples`` or ``archive``, exactly one."""
+    sheet, archive = config.get("samples"), config.get("archive")
+    if (sheet is None) == (archive is None):
+        raise SampleError("config: set exactly one of 'samples' (a TSV sheet) and 'archive' (FMD-style discovery); "
+                          f"got samples={sheet!r}, archive={'set' if archive else None}")
+    rows = read_sheet(sheet) if sheet is not None else discover(archive)
+    synthetic = config.get("synthetic")
+    return check_rows(rows, schema, produced=[synthetic["root"]] if synthetic else [])
+
+
+def _inside(path: str, folders: Sequence[str]) -> bool:
+    path = os.path.abspath(path)
+    return any(os.path.commonpath([path, folder]) == folder for folder in folders)
+
+
+def _natural(name: str) -> tuple[int, str]:
+    """FOV folders in numeric order where they are numbers: 2 before 10."""
+    return (int(name), "") if name.isdigit() else (1 << 62, name)

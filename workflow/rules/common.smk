@@ -1,0 +1,142 @@
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from snakemake.utils import validate
+
+from n2sr.samples import TEST_SPLITS, TRAIN_SPLITS, sample_table
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+with open(workflow.source_path("../schemas/samples.schema.yaml"), encoding="utf-8") as f:
+    samples = sample_table(config, yaml.safe_load(f))
+
+# Jobs call the `n2sr` installed beside this Snakemake, also when its environment (e.g. the
+# .venv of `make run`) is not activated.
+os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+
+# One environment for all jobs, since each runs `n2sr` and Snakemake itself imports n2sr
+# (above): the conda env named n2sr that environment.yml creates (activated per job with
+# --use-conda), or else the environment Snakemake runs in.
+N2SR_ENV = "n2sr"
+SYNTHETIC = config["synthetic"]
+TEST = samples[samples["split"].isin(TEST_SPLITS)]
+CONFIGURATIONS = list(samples["configuration"].unique())
+
+
+def _one_of(names) -> str:
+    """Regex matching exactly these names, so a wildcard never spans a '/' or a suffix."""
+    return "|".join(map(re.escape, sorted(set(names))))
+
+
+wildcard_constraints:
+    configuration=_one_of(samples["configuration"]),
+    fov=_one_of(samples["fov"]),
+    method=_one_of(config["methods"]),
+
+
+def cli_options(values: Mapping[str, Any]) -> str:
+    """`--key value` for every set key, quoted for the shell.
+
+    Config keys are the CLI's option names (docs/design.md), so a value travels from the
+    config to the step unrenamed. True/False become --key/--no-key (the CLI's boolean
+    options), lists are comma-joined (--captures 0,1), None leaves the CLI default.
+    """
+    words = []
+    for key, value in values.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(f"--{name}" if value else f"--no-{name}")
+        elif value is not None:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            words.extend([f"--{name}", shlex.quote(text)])
+    return " ".join(words)
+
+
+def produced(path: str) -> str:
+    """The DAG input for a sample path: the synthetic archive folder when the path lies in it.
+
+    Snakemake cannot depend on a file inside a directory() output, only on the folder.
+    """
+    if SYNTHETIC:
+        root = os.path.abspath(SYNTHETIC["root"])
+        if os.path.commonpath([os.path.abspath(path), root]) == root:
+            return SYNTHETIC["root"]
+    return path
+
+
+def sample(wildcards) -> Any:
+    return samples.loc[(wildcards.configuration, wildcards.fov)]
+
+
+def raw_path(wildcards) -> str:
+    return sample(wildcards)["raw"]
+
+
+def ingested(configuration: str, fov: str) -> str:
+    return f"results/ingest/{configuration}/{fov}.zarr"
+
+
+def reference_source(wildcards) -> str:
+    """The given reference file, or the ingested captures to average."""
+    given = sample(wildcards)["reference"]
+    return given or ingested(wildcards.configuration, wildcards.fov)
+
+
+def reference_command(wildcards) -> str:
+    """`n2sr ingest` copies a given reference as is; `n2sr reference` averages the captures."""
+    return "ingest" if sample(wildcards)["reference"] else "reference"
+
+
+def train_images(wildcards) -> list[str]:
+    part = samples[(samples["configuration"] == wildcards.configuration) & samples["split"].isin(TRAIN_SPLITS)]
+    return [ingested(c, f) for c, f in zip(part["configuration"], part["fov"])]
+
+
+def denoised(wildcards) -> str:
+    return f"results/denoised/{wildcards.method}/{wildcards.configuration}/{wildcards.fov}.zarr"
+
+
+def denoise_extra_outputs() -> dict[str, str]:
+    """Optional outputs of the denoise rule, named like their CLI options (--sr, --tiff)."""
+    stem = "results/denoised/n2sr/{configuration}/{fov}"
+    extra = {}
+    if config["denoise"]["write_sr"]:
+        extra["sr"] = directory(f"{stem}.sr.zarr")
+    if config["denoise"]["write_tiff"]:
+        extra["tiff"] = f"{stem}.tif"
+    return extra
+
+
+def tile_size(wildcards, attempt: int) -> int:
+    """Configured tile size, halved on each retry (a multiple of 32): a job killed for
+    memory is retried with smaller forward passes as well as more memory."""
+    return max(32, (config["denoise"]["tile_size"] >> (attempt - 1)) // 32 * 32)
+
+
+def scaled_mem(rule: str):
+    """mem_mb for `rule` from the config, times the attempt number."""
+    return lambda wildcards, attempt: config["resources"][rule]["mem_mb"] * attempt
+
+
+def metrics_csvs() -> list[str]:
+    """Per-FOV metric CSVs of every test FOV: the noisy input and each method."""
+    return [f"results/metrics/{method}/{c}/{f}.csv"
+            for method in ["noisy", *config["methods"]]
+            for c, f in zip(TEST["configuration"], TEST["fov"])]
+
+
+def configuration_summaries() -> list[str]:
+    return [f"results/reports/{c}_summary.csv" for c in TEST["configuration"].unique()]
+
+
+def get_final_output() -> list[str]:
+    """Reports when there is something to test; models (with their curves) for every configuration."""
+    models = [f"results/models/{c}/{name}" for c in CONFIGURATIONS for name in ("model.pt", "curve.png")]
+    reports = ["results/reports/summary.csv", "results/reports/table.csv", *configuration_summaries()]
+    return models + (reports if len(TEST) else [])

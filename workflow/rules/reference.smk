@@ -1,0 +1,14 @@
+rule reference:
+    input:
+        lambda wildcards: produced(reference_source(wildcards)),
+    output:
+        directory("results/reference/{configuration}/{fov}.zarr"),
+    log:
+        "logs/reference/{configuration}/{fov}.log",
+    conda:
+        N2SR_ENV
+    params:
+        command=reference_command,
+        source=reference_source,
+    shell:
+        "n2sr {params.command} {params.source:q} {output:q} > {log:q} 2>&1"
