@@ -1,10 +1,13 @@
-"""N2SRNet: shapes for any size, weight sharing, parameter counts, receptive field."""
+"""N2SRNet: shapes for any size, weight sharing, parameter counts, receptive field, fast path."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
+from n2sr.accel import available_cpus, prepare_for_inference
 from n2sr.model import MULTIPLE, ModelConfig, UNet, build_model, pad_to_multiple, receptive_field
 
 CONFIGS = [ModelConfig(variant=v, shared_weights=s) for v in ("code", "paper") for s in (True, False)]
@@ -117,3 +120,31 @@ def test_perturbation_beyond_receptive_field_has_no_effect() -> None:
             x1[0, 0, row, col + offset] += 10.0
             changed = not torch.allclose(model(x1)[..., q], y0, rtol=0, atol=1e-12)
             assert changed == changes, f"offset {offset}"
+
+
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-4), ("bf16", 5e-2)])
+@pytest.mark.parametrize("variant", ["code", "paper"])
+def test_prepared_inference_matches_eager(precision: str, tol: float, variant: str) -> None:
+    model = build_model(ModelConfig(variant=variant)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(2, 1, 37, 50)
+    with torch.inference_mode():
+        ref = model(x)
+    fast = prepare_for_inference(model, torch.device("cpu"), precision, compile=False)
+    y = fast(x)
+    assert y.shape == ref.shape and y.dtype == torch.float32
+    assert (y - ref).abs().max() <= tol * ref.abs().max()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # caller's model untouched
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_prepared_unet_keeps_the_size() -> None:
+    fast = prepare_for_inference(UNet(1, 1), torch.device("cpu"), "bf16", compile=False)
+    assert fast(torch.rand(1, 1, 45, 70)).shape == (1, 1, 45, 70)
+
+
+def test_thread_count_follows_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert available_cpus() == 1
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
