@@ -39,12 +39,14 @@ class SampleError(ValueError):
 def read_sheet(path: str | os.PathLike[str]) -> list[Row]:
     """Rows of a tab-separated sample sheet, labelled by file and line (header = line 1).
 
-    Everything is read as text: FOV ``01`` stays ``01``, and an empty cell is "".
+    Everything is read as text (FOV ``01`` stays ``01``); an empty cell counts as not given,
+    so the column's default applies.
     """
     if not Path(path).is_file():
         raise SampleError(f"sample sheet {path}: file not found; set 'samples' in the config to an existing TSV")
-    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#", skip_blank_lines=True)
-    return [(f"{path} line {i + 2}", record) for i, record in enumerate(sheet.to_dict("records"))]
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    return [(f"{path} line {i + 2}", {k: v for k, v in record.items() if v != ""})
+            for i, record in enumerate(sheet.to_dict("records"))]
 
 
 def discover(archive: Mapping[str, Any]) -> list[Row]:
@@ -86,7 +88,6 @@ def check_rows(rows: Sequence[Row], schema: Mapping[str, Any], produced: Iterabl
     seen: dict[tuple[str, str], str] = {}
     records = []
     for label, record in rows:
-        record = {k: ("" if v is None else v) for k, v in record.items()}
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(record))
         if error is not None:
             where = f"column {error.path[0]!r}: " if error.path else ""

@@ -145,7 +145,7 @@ def test_sheet_rows_get_defaults_and_index(tmp_path):
     ("A\t1\t{d}\t\tlater", "line 2: column 'split': 'later' is not one of"),
     ("A\t1\t{d}\t{d}/ref.png\ttest", "line 2: reference '{d}/ref.png' does not exist"),
     ("A\tx/y\t{d}\t\ttest", "line 2: column 'fov': 'x/y' does not match"),
-    ("A\t1\t\t\ttest", "line 2: column 'raw'"),
+    ("A\t1\t\t\ttest", "line 2: 'raw' is a required property"),
 ])
 def test_bad_row_is_named(tmp_path, row, message):
     sheet = write_sheet(tmp_path, [row.format(d=tmp_path)])

@@ -5,6 +5,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
 import yaml
 from snakemake.utils import validate
 
@@ -20,10 +21,8 @@ with open(workflow.source_path("../schemas/samples.schema.yaml"), encoding="utf-
 # .venv of `make run`) is not activated.
 os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
 
-# One environment for all jobs, since each runs `n2sr` and Snakemake itself imports n2sr
-# (above): the conda env named n2sr that environment.yml creates (activated per job with
-# --use-conda), or else the environment Snakemake runs in.
-N2SR_ENV = "n2sr"
+# One environment for all jobs: each runs `n2sr`, and Snakemake itself imports n2sr (above).
+N2SR_ENV = "../envs/n2sr.yaml"
 SYNTHETIC = config["synthetic"]
 TEST = samples[samples["split"].isin(TEST_SPLITS)]
 CONFIGURATIONS = list(samples["configuration"].unique())
@@ -70,7 +69,7 @@ def produced(path: str) -> str:
     return path
 
 
-def sample(wildcards) -> Any:
+def sample(wildcards) -> pd.Series:
     return samples.loc[(wildcards.configuration, wildcards.fov)]
 
 
@@ -111,6 +110,13 @@ def denoise_extra_outputs() -> dict[str, str]:
     if config["denoise"]["write_tiff"]:
         extra["tiff"] = f"{stem}.tif"
     return extra
+
+
+def denoise_options() -> str:
+    """`n2sr denoise` options from the config, except the retry-scaled tile size and the
+    output switches (which add outputs, see denoise_extra_outputs)."""
+    values = {k: v for k, v in config["denoise"].items() if k not in ("tile_size", "write_sr", "write_tiff")}
+    return cli_options({"captures": config["test_captures"], **values})
 
 
 def tile_size(wildcards, attempt: int) -> int:

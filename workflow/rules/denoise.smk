@@ -10,18 +10,13 @@ rule denoise:
     conda:
         N2SR_ENV
     params:
-        options=cli_options(
-            {
-                "captures": config["test_captures"],
-                **{k: v for k, v in config["denoise"].items() if k not in ("tile_size", "write_sr", "write_tiff")},
-            }
-        ),
+        options=denoise_options(),
         outputs=lambda wildcards, output: cli_options({k: v for k, v in output.items() if k != "zarr"}),
-    threads: config["resources"]["denoise"]["threads"]
+    threads: lookup(dpath="resources/denoise/threads", within=config)
     resources:
-        gpu=config["resources"]["denoise"]["gpu"],
+        gpu=lookup(dpath="resources/denoise/gpu", within=config),
         mem_mb=scaled_mem("denoise"),
-        runtime=config["resources"]["denoise"]["runtime"],
+        runtime=lookup(dpath="resources/denoise/runtime", within=config),
         tile_size=tile_size,
     shell:
         "n2sr denoise {input.model:q} {input.noisy:q} {output.zarr:q} --tile-size {resources.tile_size}"

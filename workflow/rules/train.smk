@@ -16,11 +16,13 @@ rule train:
         N2SR_ENV
     params:
         options=cli_options({"captures": config["train_captures"], **config["train"]}),
-    threads: config["resources"]["train"]["threads"]
+    threads: lookup(dpath="resources/train/threads", within=config)
     resources:
-        gpu=config["resources"]["train"]["gpu"],
+        gpu=lookup(dpath="resources/train/gpu", within=config),
         mem_mb=scaled_mem("train"),
-        runtime=config["resources"]["train"]["runtime"],
+        runtime=lookup(dpath="resources/train/runtime", within=config),
+    # --resume: a killed job continues from model.pt.state (saved every checkpoint_every
+    # iterations, ignored when the data or settings differ) instead of starting over.
     shell:
-        "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q}"
+        "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q} --resume"
         " {params.options} > {log:q} 2>&1"
