@@ -76,7 +76,8 @@ def discover(archive: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
-def check_rows(rows: Sequence[Row], schema: Mapping[str, Any], produced: Iterable[str | os.PathLike[str]] = ()) -> pd.DataFrame:
+def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
+               produced: Iterable[str | os.PathLike[str]] = ()) -> pd.DataFrame:
     """Validate rows against the sample schema and the file system; return the table.
 
     `produced` are folders the pipeline itself creates (the synthetic archive): paths inside
