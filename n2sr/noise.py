@@ -30,6 +30,7 @@ from scipy import ndimage
 
 FULL_SCALE = 255.0  # the paper's images are 8-bit; lambda is "photons at this intensity"
 _CURVATURE_K = 2.0  # smooth-pixel threshold on the Laplacian, in units of its noise std
+_MIN_PIXELS = 300  # fewer pixels cannot support a robust fit over several level sets
 
 
 class PoissonGaussian(NamedTuple):
@@ -195,12 +196,17 @@ def estimate_poisson_gaussian(img: np.ndarray, *, window: int = 5, n_bins: int =
     m = ndimage.uniform_filter(z, window, mode="reflect")
     e = (z - m) / np.sqrt(1.0 - 1.0 / window**2)
     unsaturated = _unsaturated(z, window)
+    if unsaturated.sum() < _MIN_PIXELS:
+        raise ValueError(
+            f"only {unsaturated.sum()} pixels are away from saturated ones (value {z.max():g}, repeated); "
+            "the noise cannot be measured on a saturated or constant plane"
+        )
     model = _fit(m[unsaturated], e[unsaturated], n_bins)
     # Second pass on smooth pixels. The threshold uses the first fit's variance, not a local
     # measurement: thresholding on the local noise itself would keep noisier-than-average
     # pixels and bias the variance up.
     smooth = unsaturated & _flat(m, np.maximum(model.variance(m), 0.0), window)
-    if smooth.sum() >= 300:  # heavily textured planes keep the first-pass fit
+    if smooth.sum() >= _MIN_PIXELS:  # heavily textured planes keep the first-pass fit
         model = _fit(m[smooth], e[smooth], n_bins)
     return model
 
@@ -251,6 +257,8 @@ def level_set_variances(
     """
     means = np.ravel(means).astype(np.float64)
     squares = np.ravel(squares).astype(np.float64)
+    if means.size == 0 or means.size != squares.size:
+        raise ValueError(f"need as many squares as means, and some: got {means.size} and {squares.size}")
     k = max(1, min(n_bins, means.size // min_count))
     order = np.argsort(means, kind="stable")
     groups = np.array_split(order, k)
@@ -262,9 +270,7 @@ def level_set_variances(
     return bin_means, bin_vars, counts
 
 
-def fit_variance_line(
-    means: np.ndarray, variances: np.ndarray, counts: np.ndarray, *, iterations: int = 10
-) -> PoissonGaussian:
+def fit_variance_line(means: np.ndarray, variances: np.ndarray, counts: np.ndarray) -> PoissonGaussian:
     """Weighted, outlier-robust fit of ``variances = a * means + b`` with ``a >= 0``.
 
     A bin's variance estimate has standard error ``~ var * sqrt(2 / n)``, so bins are
@@ -290,8 +296,7 @@ def fit_variance_line(
     floor = 0.05 * max(float(np.median(v)), 1e-12)
     fitted = np.maximum(v, floor)
     robust = np.ones_like(v)
-    a, b = 0.0, float(np.average(v, weights=n))
-    for _ in range(iterations):
+    for _ in range(10):  # reweighting settles in a few steps
         w = robust * n / np.maximum(fitted, floor) ** 2
         a, b = _weighted_line(x, v, w)
         fitted = a * x + b

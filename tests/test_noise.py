@@ -90,6 +90,8 @@ def test_estimator_rejects_bad_input():
         noise.estimate_poisson_gaussian(np.zeros((2, 64, 64)))
     with pytest.raises(ValueError, match="too small"):
         noise.estimate_poisson_gaussian(np.zeros((8, 64)))
+    with pytest.raises(ValueError, match="saturated or constant"):
+        noise.estimate_poisson_gaussian(np.full((64, 64), 7.0))
 
 
 def test_fit_variance_line_exact_and_nonnegative_gain():
