@@ -2,8 +2,8 @@
 
 The network maps a plane to its 2x super-resolution; the denoised plane is that SR output
 brought back to the input grid. Large planes go through as overlapping tiles blended in the
-2x space (`n2sr.tiling`); Zarr stacks go block by block, each block aligned to whole output
-chunks, so memory is set by the block size and every chunk has exactly one writer.
+2x space (`n2sr.tiling`); Zarr stacks go through dask block by block, each block aligned to
+whole output chunks, so memory is set by the block size and every chunk has exactly one writer.
 
 With the default overlap (the receptive field) and ``downsample="avgpool"`` the result does not
 depend on `tile_size` or `block_size` beyond float rounding: tiles start on the network's
@@ -13,8 +13,9 @@ pooling grid and only pixels a tile computed exactly are kept.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import dask.array as da
 import numpy as np
@@ -116,14 +117,16 @@ def denoise_array(net: Net, arr: np.ndarray, normalizer: Normalizer, cfg: Denois
 
 
 def denoise_zarr(net: Net, src: zarr.Array | da.Array, dst: zarr.Array, normalizer: Normalizer, cfg: DenoiseConfig, *,
-                 receptive_field: int, sr_dst: zarr.Array | None = None, progress: bool = True) -> None:
-    """Denoise a Zarr stack ``(..., Y, X)`` (e.g. ``t c z y x``) into `dst`, out of core.
+                 receptive_field: int, sr_dst: zarr.Array | None = None, progress: bool = True,
+                 scheduler: str = "synchronous") -> None:
+    """Denoise a Zarr stack ``(..., Y, X)`` (e.g. ``t c z y x``) into `dst`, out of core, with dask.
 
-    Each plane is cut into blocks of whole `dst` chunks (and whole `sr_dst` chunks at 2x), about
-    `cfg.block_size` a side. A block is read with `cfg.halo` of context rounded out to the pooling
-    grid, denoised like a plane, and only the block is written: every chunk has one writer and
-    peak memory follows the block size, not the stack size. Blocks go in order, one at a time,
-    because the network already uses all cores.
+    The output is a dask array whose blocks are whole `dst` chunks (shards if sharded) and, at
+    2x, whole `sr_dst` chunks, about `cfg.block_size` a side. Each block reads its own window
+    (the block plus `cfg.halo`, rounded out to the pooling grid) from `src`, is denoised like a
+    plane, and is stored with ``da.store(lock=False)``: safe because every chunk has exactly one
+    writer, which is checked before anything is written (misaligned lock-free writes lose
+    data silently). Peak memory follows the block size, not the stack size.
 
     Parameters
     ----------
@@ -131,24 +134,75 @@ def denoise_zarr(net: Net, src: zarr.Array | da.Array, dst: zarr.Array, normaliz
         e.g. a dask selection of captures (only block windows are read).
     dst : zarr.Array (..., Y, X), floating dtype, created by the caller; receives raw intensities.
     sr_dst : zarr.Array (..., 2Y, 2X), floating dtype, optional; receives the 2x output.
+    scheduler : dask scheduler. The default runs one block at a time, as the network already
+        uses all cores and memory stays at one block.
     """
     _check_target(dst, src.shape, "dst")
     *lead, ny, nx = src.shape
     if sr_dst is not None:
         _check_target(sr_dst, (*lead, 2 * ny, 2 * nx), "sr_dst")
-    by, bx = (_block_side(cfg.block_size, axis, dst, sr_dst) for axis in (-2, -1))
-    halo = cfg.halo(receptive_field)
-    blocks = [(index, y0, x0) for index in np.ndindex(*lead) for y0 in range(0, ny, by) for x0 in range(0, nx, bx)]
-    run = _Runner.of(net, cfg, receptive_field)
-    for index, y0, x0 in tqdm(blocks, desc="denoise", unit="block", disable=not progress):
-        y1, x1 = min(ny, y0 + by), min(nx, x0 + bx)
-        (wy0, wy1), (wx0, wx1) = _window(y0, y1, ny, halo), _window(x0, x1, nx, halo)
-        sr = run.super_resolve(normalizer.forward(np.asarray(src[(*index, slice(wy0, wy1), slice(wx0, wx1))])))
-        denoised = _downsample(sr, cfg.downsample, (wy0, wx0), (y0, x0, y1, x1), (ny, nx))
-        dst[(*index, slice(y0, y1), slice(x0, x1))] = normalizer.inverse(denoised)
+    sides = [_block_side(1, axis, 1, dst, sr_dst) for axis in range(len(lead))]
+    sides += [_block_side(cfg.block_size, axis, 2, dst, sr_dst) for axis in (-2, -1)]
+    chunks = tuple(_split(n, side) for n, side in zip(src.shape, sides))
+    with tqdm(total=math.prod(map(len, chunks)), desc="denoise", unit="block", disable=not progress) as bar:
+        block = _Block(_Runner.of(net, cfg, receptive_field), src, normalizer, sr_dst is not None, bar)
+        # An explicit name: dask would otherwise hash (pickle) the network and the source.
+        packed = da.map_blocks(block, chunks=(*chunks, (block.channels,)), dtype=np.float32,
+                               meta=np.empty((0,) * (src.ndim + 1), np.float32),
+                               name=f"n2sr-denoise-{uuid.uuid4().hex}")
+        sources, targets = [packed[..., 0]], [dst]
         if sr_dst is not None:
-            crop = sr[2 * (y0 - wy0):2 * (y1 - wy0), 2 * (x0 - wx0):2 * (x1 - wx0)]
-            sr_dst[(*index, slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1))] = normalizer.inverse(crop)
+            sr_chunks = (*chunks[:-2], *(tuple(2 * c for c in cs) for cs in chunks[-2:]))
+            sources.append(packed.map_blocks(_unpack_sr, drop_axis=src.ndim, chunks=sr_chunks, dtype=np.float32))
+            targets.append(sr_dst)
+        for blocks, target, name in zip(sources, targets, ("dst", "sr_dst")):
+            _check_aligned(blocks, target, name)
+        da.store(sources, targets, lock=False, scheduler=scheduler)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Computes one output block of `denoise_zarr` from its own window of `src`.
+
+    Returns ``ndarray (..., h, w, channels) float32``: channel 0 is the denoised block; with
+    SR, channels 1-4 are the 2x pixels ``(2i + a, 2j + b)`` in order ``(a, b) = 00, 01, 10, 11``,
+    so both outputs come from one pass and share the block grid (see `_unpack_sr`).
+    """
+
+    run: _Runner
+    src: Any
+    normalizer: Normalizer
+    with_sr: bool
+    bar: tqdm
+
+    @property
+    def channels(self) -> int:
+        return 5 if self.with_sr else 1
+
+    def __call__(self, block_info: dict) -> np.ndarray:
+        *lead, (y0, y1), (x0, x1) = block_info[None]["array-location"][:-1]
+        *_, ny, nx = self.src.shape
+        halo = self.run.cfg.halo(self.run.receptive_field)
+        (wy0, wy1), (wx0, wx1) = _window(y0, y1, ny, halo), _window(x0, x1, nx, halo)
+        h, w = y1 - y0, x1 - x0
+        out = np.empty((*(b - a for a, b in lead), h, w, self.channels), np.float32)
+        for index in np.ndindex(*out.shape[:-3]):
+            plane = (*(a + i for (a, _), i in zip(lead, index)), slice(wy0, wy1), slice(wx0, wx1))
+            sr = self.run.super_resolve(self.normalizer.forward(np.asarray(self.src[plane])))
+            denoised = _downsample(sr, self.run.cfg.downsample, (wy0, wx0), (y0, x0, y1, x1), (ny, nx))
+            out[index][..., 0] = self.normalizer.inverse(denoised)
+            if self.with_sr:
+                crop = self.normalizer.inverse(sr[2 * (y0 - wy0):2 * (y1 - wy0), 2 * (x0 - wx0):2 * (x1 - wx0)])
+                out[index][..., 1:] = crop.reshape(h, 2, w, 2).transpose(0, 2, 1, 3).reshape(h, w, 4)
+        self.bar.update()
+        return out
+
+
+def _unpack_sr(packed: np.ndarray) -> np.ndarray:
+    """``(..., h, w, 5)`` block of `_Block` -> its 2x output ``(..., 2h, 2w)``."""
+    *lead, h, w, _ = packed.shape
+    sr = packed[..., 1:].reshape(*lead, h, w, 2, 2)
+    return np.moveaxis(sr, -2, -3).reshape(*lead, 2 * h, 2 * w)
 
 
 @dataclass(frozen=True)
@@ -252,14 +306,32 @@ def _window(start: int, stop: int, size: int, halo: int) -> tuple[int, int]:
     return max(0, (start - halo) // MULTIPLE * MULTIPLE), min(size, tiling.round_up(stop + halo, MULTIPLE))
 
 
-def _block_side(block_size: int, axis: int, dst: zarr.Array, sr_dst: zarr.Array | None) -> int:
-    """Block side along `axis`: a multiple of the `dst` chunk (shard if sharded) whose double
-    is a multiple of the `sr_dst` one, as close to `block_size` as that allows."""
+def _block_side(block_size: int, axis: int, scale: int, dst: zarr.Array, sr_dst: zarr.Array | None) -> int:
+    """Block side along `axis`: a multiple of the `dst` chunk (shard if sharded) whose `scale`
+    multiple (2 on y and x, 1 on the other axes) is a multiple of the `sr_dst` one, as close
+    to `block_size` as that allows."""
     unit = (dst.shards or dst.chunks)[axis]
     if sr_dst is not None:
         sr_unit = (sr_dst.shards or sr_dst.chunks)[axis]
-        unit = math.lcm(unit, sr_unit // math.gcd(sr_unit, 2))
+        unit = math.lcm(unit, sr_unit // math.gcd(sr_unit, scale))
     return max(unit, block_size // unit * unit)
+
+
+def _split(size: int, side: int) -> tuple[int, ...]:
+    """Dask chunks of an axis of `size` cut every `side`: ``(side, ..., side, rest)``."""
+    return tuple(min(side, size - start) for start in range(0, size, side))
+
+
+def _check_aligned(blocks: da.Array, target: zarr.Array, name: str) -> None:
+    """Refuse a lock-free store unless every block edge is a `target` chunk (shard) edge or its end.
+
+    Two blocks sharing a chunk would each read-modify-write it, and one would lose its pixels.
+    """
+    for axis, (sizes, unit, size) in enumerate(zip(blocks.chunks, target.shards or target.chunks, target.shape)):
+        edges = np.cumsum(sizes)
+        if any(edge % unit and edge != size for edge in edges):
+            raise ValueError(f"{name}: blocks {sizes} along axis {axis} do not cover whole chunks of {unit}; "
+                             "lock-free writes would lose data")
 
 
 def _check_target(arr: zarr.Array, shape: tuple[int, ...], name: str) -> None:
