@@ -165,7 +165,7 @@ def _validate(model: torch.nn.Module, batches, device: torch.device, precision: 
     total, count = 0.0, 0.0
     for y_j, target, mask in batches:
         with autocast(device, precision):
-            pred = model(y_j)
+            pred = model(y_j.contiguous(memory_format=torch.channels_last))
         m = mask.sum().item()
         total += complement_mse(pred, target, mask).item() * m
         count += m
@@ -210,7 +210,8 @@ def train(
     data = [torch.from_numpy(np.ascontiguousarray(p)) for p in train_planes]
     val_batches = _validation_batches(val_planes, cfg, device)
 
-    model = build_model(cfg.model).to(device)
+    # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolution kernels: about 2x per step here.
+    model = build_model(cfg.model).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 3)
@@ -263,7 +264,7 @@ def train(
         batch = _sample_batch(data, cfg, data_gen).to(device, non_blocking=True)
         y_j, mask = subsample(batch, mask_gen)
         with autocast(device, precision):
-            pred = model(y_j)
+            pred = model(y_j.contiguous(memory_format=torch.channels_last))
         loss = complement_mse(pred, batch, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
