@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", default=[],
                    help="method name of each image in order (default: the file stem)")
 
+    p = sub.add_parser("crops", help="before/after crops of one capture as a PNG (for the report)")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--capture", type=int, default=0, help="which capture to show (original t index)")
+    p.add_argument("--method", action="append", default=[], help="panel name of each image in order")
+    p.add_argument("--size", type=int, default=128, help="crop side in pixels")
+    p.add_argument("--title", default="")
+
     p = sub.add_parser("summarize", help="per-configuration and overall summary CSVs")
     p.add_argument("csvs", nargs="+", type=Path)
     p.add_argument("--out-dir", type=Path, required=True)
@@ -153,6 +162,9 @@ def run(ns: argparse.Namespace) -> None:
                   f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}")
         print(f"PSNR/SSIM: fixed data range ({rows[0]['data_range']:g}); "
               "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention)")
+    elif ns.command == "crops":
+        steps.crops_step(ns.reference, ns.images, ns.out, capture=ns.capture, methods=ns.method, size=ns.size,
+                         title=ns.title)
     elif ns.command == "summarize":
         from n2sr.evaluate import summarize
 

@@ -211,3 +211,22 @@ def export_tiff(zarr_path: str | os.PathLike[str], tiff_path: str | os.PathLike[
         with tifffile.TiffWriter(tmp, imagej=True) as tw:
             tw.write(planes, shape=(t, z, c, y, x), dtype=np.float32,
                      metadata={"axes": "TZCYX", "Info": json.dumps(attrs, default=str)})
+
+
+def crops_step(reference: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+               capture: int = 0, methods: Sequence[str] = (), size: int = 128, title: str = "") -> None:
+    """Before/after figure of one capture: each image's plane that came from capture `capture`."""
+    from n2sr.crops import crops_figure
+
+    if methods and len(methods) != len(images):
+        raise ValueError(f"{len(methods)} --method value(s) for {len(images)} image(s); give one per image or none")
+    ref = load_planes(reference)[0]
+    panels = {}
+    for i, path in enumerate(images):
+        path = Path(path)
+        stack = load_planes(path)
+        ids = _capture_ids(path, None, stack.shape[0])
+        if capture not in ids:
+            raise io.InputError(path, f"holds captures {ids}, not capture {capture}")
+        panels[methods[i] if methods else path.name.split(".")[0]] = stack[ids.index(capture)]
+    crops_figure(ref, panels, out, size=size, title=title)

@@ -141,8 +141,29 @@ def configuration_summaries() -> list[str]:
     return [f"results/reports/{c}_summary.csv" for c in TEST["configuration"].unique()]
 
 
+def crops_figures() -> list[str]:
+    """One before/after figure per configuration, of its first test FOV."""
+    return [f"results/reports/crops/{c}.png" for c in TEST["configuration"].unique()]
+
+
+def first_test_fov(wildcards) -> str:
+    return str(TEST[TEST["configuration"] == wildcards.configuration]["fov"].iloc[0])
+
+
+def crops_inputs(wildcards) -> dict[str, str]:
+    fov = first_test_fov(wildcards)
+    images = {"noisy": ingested(wildcards.configuration, fov)}
+    images.update({m: f"results/denoised/{m}/{wildcards.configuration}/{fov}.zarr" for m in config["methods"]})
+    return {"reference": f"results/reference/{wildcards.configuration}/{fov}.zarr", **images}
+
+
+def crops_capture() -> int:
+    return (config["test_captures"] or [0])[0]
+
+
 def get_final_output() -> list[str]:
     """Reports when there is something to test; models (with their curves) for every configuration."""
     models = [f"results/models/{c}/{name}" for c in CONFIGURATIONS for name in ("model.pt", "curve.png")]
-    reports = ["results/reports/summary.csv", "results/reports/table.csv", *configuration_summaries()]
+    reports = ["results/reports/summary.csv", "results/reports/table.csv", *configuration_summaries(),
+               *crops_figures()]
     return models + (reports if len(TEST) else [])

@@ -21,3 +21,28 @@ rule summarize:
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
         "n2sr summarize {input:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule crops:
+    input:
+        unpack(crops_inputs),
+    output:
+        report(
+            "results/reports/crops/{configuration}.png",
+            caption="../report/crops.rst",
+            category="Before and after",
+            labels={"configuration": "{configuration}"},
+        ),
+    log:
+        "logs/crops/{configuration}.log",
+    conda:
+        N2SR_ENV
+    params:
+        images=lambda wildcards, input: " ".join(
+            f"{shlex.quote(input[m])} --method {m}" for m in ["noisy", *config["methods"]]
+        ),
+        capture=crops_capture(),
+        title=lambda wildcards: shlex.quote(f"{wildcards.configuration}, FOV {first_test_fov(wildcards)}:"),
+    shell:
+        "n2sr crops --reference {input.reference:q} {params.images} --capture {params.capture}"
+        " --title {params.title} --out {output:q} > {log:q} 2>&1"
