@@ -3,7 +3,7 @@
 Measured on the project's 2-core AVX512-BF16 CPU (``benchmarks/speed.py``,
 ``benchmarks/results/speed.md``):
 
-- bf16 *weights* beat bf16 autocast by about 2x: autocast re-casts every weight on every
+- bf16 *weights* beat bf16 autocast by 2-3x: autocast re-casts every weight on every
   call and runs the ReLUs, pooling, concatenations and pixel shuffle in fp32.
 - channels_last (NHWC) is what oneDNN's convolutions want; NCHW pays a reorder per conv.
 - The last U-Net concatenation joins 96 channels with the 1-channel input; a 1-channel
