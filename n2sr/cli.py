@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(ns: argparse.Namespace) -> None:
     from n2sr import steps
+    from n2sr.accel import set_threads
+
+    set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
 
     if ns.command == "synth":
         steps.synth_step(ns.out_dir, seed=ns.seed, spec=ns.spec)

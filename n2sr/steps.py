@@ -137,14 +137,16 @@ def denoise_step(model: str | os.PathLike[str], input: str | os.PathLike[str], o
     import dask.array as da
 
     from n2sr import checkpoint
+    from n2sr.accel import prepare_for_inference
     from n2sr.denoise import denoise_array, denoise_zarr
     from n2sr.device import pick_device
     from n2sr.model import ModelConfig, receptive_field
 
     input, output = io.check_exists(input), Path(output)
     device = pick_device(cfg.device)
-    net, normalizer, ckpt = checkpoint.load_model(model, device)
+    module, normalizer, ckpt = checkpoint.load_model(model, device)
     rf = receptive_field(ModelConfig(**ckpt["model_config"]))
+    net = prepare_for_inference(module, device, cfg.precision)
     stream = io.kind_of(input) == "zarr" and io.kind_of(output) == "zarr" and (sr is None or io.kind_of(sr) == "zarr")
     if stream:
         src = io.open_zarr_array(input)
