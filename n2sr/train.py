@@ -255,7 +255,8 @@ def train(
             "best_model": best_state, "curve": curve, "elapsed": elapsed_before + time.monotonic() - t_start,
         })
 
-    deadline = None if cfg.minutes is None else t_start + 60.0 * cfg.minutes
+    # a resumed run spends what is left of the budget, not a fresh one
+    deadline = None if cfg.minutes is None else t_start + 60.0 * cfg.minutes - elapsed_before
     model.train()
     running, n_running, t_interval = 0.0, 0, time.monotonic()
     bar = tqdm(total=cfg.iterations, initial=step, disable=not progress, desc="train", unit="it",
