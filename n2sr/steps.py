@@ -166,8 +166,7 @@ def denoise_step(model: str | os.PathLike[str], input: str | os.PathLike[str], o
         "versions": checkpoint.versions(),
     }
     if stream:
-        outputs = [(output, source.shape[-2:], 1)] + ([(Path(sr), source.shape[-2:], 2)] if sr else [])
-        with _atomic_all([p for p, _, _ in outputs]) as tmps:
+        with _atomic_all([output] + ([Path(sr)] if sr else [])) as tmps:
             dst = omezarr.create_image(tmps[0], source.shape, np.float32, chunks=src.chunks, attrs=attrs)
             sr_dst = None
             if sr:
