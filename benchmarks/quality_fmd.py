@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def run(config: str, model_cfg: ModelConfig, args: argparse.Namespace, out_dir: 
                       batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, val_every=args.val_every,
                       checkpoint_every=args.val_every)
     tag = f"{config}-{'shared' if model_cfg.shared_weights else 'separate'}-{model_cfg.variant}"
-    ckpt_path = out_dir / "models" / f"{tag}.pt"
+    ckpt_path = args.models_dir / f"{tag}.pt"
     t0 = time.monotonic()
     result = train(planes, cfg, ckpt_path, sources=[str(f) for f in train_files], progress=not args.quiet)
     seconds = time.monotonic() - t0
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-shared-weights", action="store_true", help="train shared and separate weights")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--name", default="quality_fmd")
+    p.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "n2sr-quality-models",
+                   help="where the trained checkpoints go (not into the repository)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     root = fmd_root()
