@@ -36,7 +36,7 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SLURM_DIR = REPO / "tests" / "slurm"
 PARTITION = "debug"  # the partition slurm-up.sh creates
 THREADS = 2          # torch threads in both runs (OMP_NUM_THREADS), = the rules' threads
-SLURM_RUN_TIMEOUT = 600  # s, `timeout -k` around the SLURM run (~2 min on an idle 2-core machine, 5 at load 7)
+SLURM_RUN_TIMEOUT = 600  # s, `timeout -k` around the SLURM run (measured 2.2 min at load 3, 5 min at load 7, on 2 cores)
 
 pytestmark = pytest.mark.slow
 
