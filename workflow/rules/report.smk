@@ -38,8 +38,11 @@ rule crops:
     conda:
         N2SR_ENV
     params:
+        # images first, then one --method per image in the same order: argparse cannot take
+        # positional images interleaved with options
         images=lambda wildcards, input: " ".join(
-            f"{shlex.quote(input[m])} --method {m}" for m in ["noisy", *config["methods"]]
+            [shlex.quote(input[m]) for m in ["noisy", *config["methods"]]]
+            + [f"--method {m}" for m in ["noisy", *config["methods"]]]
         ),
         capture=crops_capture(),
         title=lambda wildcards: shlex.quote(f"{wildcards.configuration}, FOV {first_test_fov(wildcards)}:"),
