@@ -117,8 +117,14 @@ def evaluate_step(reference: str | os.PathLike[str], images: Sequence[str | os.P
         method = methods[i] if methods else path.name.split(".")[0]
         ids = _capture_ids(path, captures, stack.shape[0])
         planes = {f"{path.name}[{t}]": plane for t, plane in zip(ids, stack)}
-        rows += evaluate_images(ref[0], planes, fixed_data_range=data_range,
-                                labels={"configuration": "", **(labels or {}), "method": method})
+        try:
+            rows += evaluate_images(ref[0], planes, fixed_data_range=data_range,
+                                    labels={"configuration": "", **(labels or {}), "method": method})
+        except io.InputError:
+            raise
+        except ValueError as exc:  # e.g. a constant reference, or a float one without a data range
+            hint = ("; in the pipeline, set evaluate.data_range" if "no fixed data range" in str(exc) else "")
+            raise io.InputError(reference, f"{exc} (scoring {path}){hint}") from exc
     if csv is not None:
         write_image_csv(rows, csv)
     return rows
@@ -230,4 +236,9 @@ def crops_step(reference: str | os.PathLike[str], images: Sequence[str | os.Path
         if capture not in ids:
             raise io.InputError(path, f"holds captures {ids}, not capture {capture}")
         panels[methods[i] if methods else path.name.split(".")[0]] = stack[ids.index(capture)]
-    crops_figure(ref, panels, out, size=size, title=title)
+    try:
+        crops_figure(ref, panels, out, size=size, title=title)
+    except io.InputError:
+        raise
+    except ValueError as exc:  # e.g. a constant reference has no display range
+        raise io.InputError(reference, str(exc)) from exc
