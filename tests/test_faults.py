@@ -1,0 +1,211 @@
+"""Fault injection on a tiny archive (local executor): hard kills, a failing first attempt, a job
+killed while writing. Every faulty run must end, once rerun, with exactly the outputs of an
+uninterrupted run, without redoing finished jobs.
+
+Runs are pinned to one CPU (one torch thread) and fp32, so two runs give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline_helpers import (
+    assert_same_outputs,
+    group_alive,
+    job_resources,
+    jobs_run,
+    kill_group,
+    outputs_of,
+    snakemake,
+    start_snakemake,
+    tiny_config,
+    wait_for,
+    write_config,
+    write_fov,
+    write_sheet,
+    zarr_array,
+)
+
+pytestmark = pytest.mark.slow
+
+MODEL = "results/models/demo/model.pt"
+DENOISED = "results/denoised/n2sr/demo/2.zarr"
+ARGS = ("--configfile", "config.yaml", "--cores", "2")
+
+
+def make_work(work: Path) -> Path:
+    """Archive (train FOV 1: 3 x 64x64; test FOV 2: 4 x 128x128 with a clean reference), sheet, config.
+
+    100 iterations with a resume state every 10 leave time to kill training after a checkpoint;
+    val_every = checkpoint_every, so a resumed curve equals an uninterrupted one.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    write_fov(work / "archive", "1", seed=1)
+    write_fov(work / "archive", "2", shape=(4, 128, 128), seed=2)
+    write_sheet(work / "samples.tsv", [("demo", "1", "archive/1.tif", "", "train"),
+                                       ("demo", "2", "archive/2.tif", "archive/2_ref.tif", "test")])
+    write_config(work, tiny_config("samples.tsv", iterations=100, val_every=10, checkpoint_every=10))
+    return work
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> Path:
+    """An uninterrupted run: the outputs every faulty run must reproduce."""
+    work = make_work(tmp_path_factory.mktemp("baseline"))
+    run = snakemake(work, *ARGS)
+    assert run.returncode == 0, run.stdout
+    return work
+
+
+def copy_run(baseline: Path, dest: Path) -> Path:
+    """A copy of the finished baseline run (outputs, logs and Snakemake's metadata)."""
+    shutil.copytree(baseline, dest, symlinks=True)
+    return dest
+
+
+def finished_outputs(work: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every output present; rewritten outputs change both."""
+    found = {}
+    for rel, p in outputs_of(work / "results").items():
+        if not p.name.startswith(".") and not rel.endswith(".state"):
+            st = p.stat()
+            found[rel] = (st.st_ino, st.st_mtime_ns)
+    return found
+
+
+def assert_kept(before: dict[str, tuple[int, int]], work: Path) -> None:
+    after = finished_outputs(work)
+    redone = [rel for rel, stamp in before.items() if after.get(rel) != stamp]
+    assert not redone, f"finished outputs were rewritten: {redone}"
+
+
+def kill_when(work: Path, condition, what: str, log: Path) -> str:
+    """Start the workflow, SIGKILL its whole process group once `condition()` holds; its output."""
+    proc = start_snakemake(work, *ARGS, log=log)
+    try:
+        wait_for(condition, timeout=300, what=what, proc=proc, interval=0.01)
+    finally:
+        kill_group(proc)
+    wait_for(lambda: not group_alive(proc.pid), timeout=30, what="every process of the workflow to end")
+    assert proc.returncode == -signal.SIGKILL
+    return log.read_text()
+
+
+def test_kill_9_during_training_then_denoising_resumes_to_identical_outputs(baseline, tmp_path):
+    work = make_work(tmp_path / "killed")
+    state = work / (MODEL + ".state")
+
+    # 1. kill -9 once training has written its first resume state
+    kill_when(work, state.exists, "the first training checkpoint", tmp_path / "run1.log")
+    assert not (work / MODEL).exists()
+    kept = finished_outputs(work)
+    assert "ingest/demo/1.zarr" in kept
+
+    # 2. rerun (after --unlock): training resumes; kill -9 as soon as denoising has started
+    assert snakemake(work, "--unlock", *ARGS).returncode == 0
+    out2 = kill_when(work, lambda: (work / "logs/denoise/demo/2.log").exists(), "denoising to start",
+                     tmp_path / "run2.log")
+    resumed = re.search(r"resumed from (\S+) at step (\d+)", (work / "logs/train/demo.log").read_text())
+    assert resumed and int(resumed.group(2)) > 0, (work / "logs/train/demo.log").read_text()
+    assert "rule train:" in out2
+    assert ("ingest", "configuration=demo, fov=1") not in jobs_run(out2), out2
+    assert_kept(kept, work)
+    assert not (work / DENOISED).exists()
+    kept = finished_outputs(work)
+    assert "models/demo/model.pt" in kept
+
+    # 3. rerun to the end: nothing finished is redone, everything equals the uninterrupted run
+    assert snakemake(work, "--unlock", *ARGS).returncode == 0
+    run3 = snakemake(work, *ARGS)
+    assert run3.returncode == 0, run3.stdout
+    rules3 = {rule for rule, _ in jobs_run(run3.stdout)}
+    assert "denoise" in rules3 and not rules3 & {"ingest", "reference", "train"}, rules3
+    assert_kept(kept, work)
+    compared = assert_same_outputs(baseline / "results", work / "results")
+    assert {"models/demo/model.pt", "models/demo/curve.csv", "denoised/n2sr/demo/2.zarr",
+            "metrics/n2sr/demo/2.csv", "reports/summary.csv"} <= set(compared)
+
+
+# Test-only fault: bash sources $BASH_ENV before each job's shell command, so this function
+# shadows the `n2sr` executable. The first `n2sr denoise` call fails as an out-of-memory kill
+# would (exit 137); every call is recorded.
+FAIL_FIRST_DENOISE = r"""
+n2sr() {
+    echo "n2sr $*" >> "$N2SR_TEST_CALLS"
+    if [ "$1" = denoise ] && [ ! -e "$N2SR_TEST_CALLS.failed" ]; then
+        touch "$N2SR_TEST_CALLS.failed"
+        echo "injected failure of the first attempt" >&2
+        return 137
+    fi
+    command n2sr "$@"
+}
+"""
+
+
+def test_failed_first_attempt_succeeds_on_retry_with_scaled_resources(baseline, tmp_path):
+    work = copy_run(baseline, tmp_path / "retry")
+    hook, calls = tmp_path / "bash_env.sh", tmp_path / "calls.txt"
+    hook.write_text(FAIL_FIRST_DENOISE)
+    run = snakemake(work, DENOISED, "--forcerun", "denoise", "--retries", "1", *ARGS,
+                    extra_env={"BASH_ENV": str(hook), "N2SR_TEST_CALLS": str(calls)})
+    assert run.returncode == 0, run.stdout
+    attempts = [line for line in calls.read_text().splitlines() if line.startswith("n2sr denoise")]
+    assert len(attempts) == 2, attempts
+    tiles = [int(re.search(r"--tile-size (\d+)", a).group(1)) for a in attempts]
+    assert tiles == [64, 32], attempts
+    resources = job_resources(run.stdout, "denoise")
+    assert [(r["mem_mb"], r["tile_size"]) for r in resources] == [("2000", "64"), ("4000", "32")], resources
+    # tiling with avgpool is exact up to float rounding (convolutions summed in another order)
+    np.testing.assert_allclose(zarr_array(work / DENOISED), zarr_array(baseline / DENOISED), rtol=1e-6)
+
+
+def test_denoise_killed_while_writing_leaves_no_accepted_output(baseline, tmp_path):
+    work = copy_run(baseline, tmp_path / "torn")
+    # remove the denoised outputs and everything made from them, so the denoise job runs again
+    for rel in (DENOISED, DENOISED.replace(".zarr", ".sr.zarr"), DENOISED.replace(".zarr", ".tif"),
+                "results/metrics/n2sr/demo/2.csv", "results/reports"):
+        p = work / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    folder = (work / DENOISED).parent
+
+    def writing():
+        """The temporary sibling of the denoised Zarr, once a chunk of it is on disk."""
+        for tmp in folder.glob(".2.zarr.tmp-*"):
+            if any(p.is_file() for p in (tmp / "0").rglob("*")) if (tmp / "0").is_dir() else False:
+                return tmp
+        return None
+
+    # kill -9 the n2sr denoise process mid-write, and Snakemake with it (its process group), so
+    # nothing can clean up after it
+    proc = start_snakemake(work, *ARGS, log=tmp_path / "torn.log")
+    try:
+        tmp = wait_for(writing, timeout=300, what="the denoised Zarr to be half-written", proc=proc, interval=0.005)
+        pid = int(tmp.name.rsplit("-", 1)[1])
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        kill_group(proc)
+    wait_for(lambda: not group_alive(proc.pid), timeout=30, what="every process of the workflow to end")
+
+    assert tmp.is_dir(), "the killed job's partial output stays under its temporary name"
+    assert not (work / DENOISED).exists()
+    # not accepted by Snakemake (the job is to be run again) nor by a later step
+    assert snakemake(work, "--unlock", *ARGS).returncode == 0
+    dry = snakemake(work, "-n", *ARGS)
+    assert ("denoise", "configuration=demo, fov=2") in jobs_run(dry.stdout), dry.stdout
+    later = subprocess.run([str(Path(sys.executable).parent / "n2sr"), "evaluate", "--reference",
+                            "results/reference/demo/2.zarr", DENOISED], cwd=work, capture_output=True, text=True)
+    assert later.returncode == 1 and f"{DENOISED}: no such file or directory" in later.stderr, later.stderr
+
+    run = snakemake(work, *ARGS)
+    assert run.returncode == 0, run.stdout
+    np.testing.assert_array_equal(zarr_array(work / DENOISED), zarr_array(baseline / DENOISED))
+    assert (work / "results/metrics/n2sr/demo/2.csv").is_file()
