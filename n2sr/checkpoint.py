@@ -65,9 +65,16 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
 
 
 def load_model(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, Normalizer, dict[str, Any]]:
-    """Rebuild the trained network and its normalisation from a checkpoint."""
+    """Rebuild the trained network and its normalisation from a checkpoint.
+
+    ``ckpt["scale"]`` says which network: 2 the Noise2SR one, 1 the plain U-Net of the
+    baselines (``ckpt["method"]`` names the method). Checkpoints from before the baselines
+    have neither and are Noise2SR's.
+    """
     ckpt = load(path)
-    model = build_model(ModelConfig(**ckpt["model_config"]))
+    ckpt.setdefault("method", "n2sr")
+    ckpt.setdefault("scale", 2)
+    model = build_model(ModelConfig(**ckpt["model_config"]), sr=ckpt["scale"] == 2)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     return model, Normalizer.from_dict(ckpt["normalizer"]), ckpt

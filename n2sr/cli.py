@@ -63,6 +63,7 @@ def _captures(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     from n2sr.denoise import DenoiseConfig
     from n2sr.model import ModelConfig
+    from n2sr.objectives import OBJECTIVES
     from n2sr.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="n2sr", description="Noise2SR denoising of fluorescence microscopy images.")
@@ -83,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path)
     p.add_argument("out", type=Path)
 
-    p = sub.add_parser("train", help="train a Noise2SR model on noisy images")
+    p = sub.add_parser("train", help="train a Noise2SR (or baseline) model on noisy images")
     p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--method", choices=sorted(OBJECTIVES), default="n2sr",
+                   help="n2sr, or a baseline on the same U-Net: n2v, n2s, n2n (default: n2sr)")
+    p.add_argument("--pairs", choices=["captures"], default="captures",
+                   help="n2n: where the noisy pairs come from (captures: consecutive captures of each image)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
     p.add_argument("--captures", type=_captures, help="t indices of Zarr inputs to use, e.g. 0,1,3-5")
     p.add_argument("--curve", type=Path, help="training curve CSV")
@@ -101,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr", type=Path, help="also write the 2x super-resolved image here")
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
     add_dataclass_options(p, DenoiseConfig)
+
+    p = sub.add_parser("bm3d", help="denoise an image or stack with BM3D (noise estimated from each plane)")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--captures", type=_captures, help="t indices of a Zarr input to denoise")
+    p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
 
     p = sub.add_parser("evaluate", help="PSNR/SSIM of images against a reference")
     p.add_argument("images", nargs="+", type=Path)
@@ -149,12 +160,15 @@ def run(ns: argparse.Namespace) -> None:
         from n2sr.train import TrainConfig
 
         cfg = collect(ns, TrainConfig, model=collect(ns, ModelConfig))
-        steps.train_step(ns.images, ns.out, cfg, captures=ns.captures, curve=ns.curve, plot=ns.plot, resume=ns.resume)
+        steps.train_step(ns.images, ns.out, cfg, captures=ns.captures, curve=ns.curve, plot=ns.plot, resume=ns.resume,
+                         method=ns.method, pairs=ns.pairs)
     elif ns.command == "denoise":
         from n2sr.denoise import DenoiseConfig
 
         steps.denoise_step(ns.model, ns.input, ns.output, collect(ns, DenoiseConfig),
                            captures=ns.captures, sr=ns.sr, tiff=ns.tiff)
+    elif ns.command == "bm3d":
+        steps.bm3d_step(ns.input, ns.output, captures=ns.captures, tiff=ns.tiff)
     elif ns.command == "evaluate":
         labels = dict(item.split("=", 1) for item in ns.label)
         rows = steps.evaluate_step(ns.reference, ns.images, csv=ns.csv, data_range=ns.data_range,

@@ -1,8 +1,9 @@
-"""Denoising with a trained Noise2SR network: one plane, an N-D array, or a Zarr stack out of core.
+"""Denoising with a trained network: one plane, an N-D array, or a Zarr stack out of core.
 
-The network maps a plane to its 2x super-resolution; the denoised plane is that SR output
-brought back to the input grid. Large planes go through as overlapping tiles blended in the
-2x space (`n2sr.tiling`); Zarr stacks go through dask block by block, each block aligned to
+A Noise2SR network maps a plane to its 2x super-resolution (``scale=2``); the denoised plane is
+that SR output brought back to the input grid. The baselines' plain U-Net (``scale=1``) outputs
+the denoised plane itself. Large planes go through as overlapping tiles blended in the output
+space (`n2sr.tiling`); Zarr stacks go through dask block by block, each block aligned to
 whole output chunks, so memory is set by the block size and every chunk has exactly one writer.
 
 With the default overlap (the receptive field) and ``downsample="avgpool"`` the result does not
@@ -29,7 +30,8 @@ from n2sr.model import MULTIPLE
 from n2sr.normalize import Normalizer
 
 Net = Callable[[torch.Tensor], torch.Tensor]
-"""``Tensor (N, 1, h, w) float32 -> Tensor (N, 1, 2h, 2w)``: an eval-mode module or a prepared callable."""
+"""``Tensor (N, 1, h, w) float32 -> Tensor (N, 1, s h, s w)``, ``s`` the scale (2 Noise2SR, 1 U-Net):
+an eval-mode module or a prepared callable."""
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,18 @@ class DenoiseConfig:
 
 
 def denoise_plane(net: Net, plane: np.ndarray, normalizer: Normalizer, cfg: DenoiseConfig, *,
-                  receptive_field: int, return_sr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  receptive_field: int, return_sr: bool = False, scale: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
     """Denoise one plane.
 
     Parameters
     ----------
-    net : eval-mode network or callable, ``(N, 1, h, w) float32 -> (N, 1, 2h, 2w)``.
+    net : eval-mode network or callable, ``(N, 1, h, w) float32 -> (N, 1, scale h, scale w)``.
     plane : ndarray (Y, X), any real dtype, raw intensities.
     normalizer : the training normalisation; applied before and undone after the network.
     receptive_field : radius of the network's receptive field in input pixels
         (`n2sr.model.receptive_field`); sets the default halo and where tiles are exact.
-    return_sr : also return the 2x super-resolved plane.
+    return_sr : also return the 2x super-resolved plane (``scale=2`` only).
+    scale : 2 for a Noise2SR network, 1 for a same-size U-Net.
 
     Returns
     -------
@@ -90,11 +93,11 @@ def denoise_plane(net: Net, plane: np.ndarray, normalizer: Normalizer, cfg: Deno
     plane = np.asarray(plane)
     if plane.ndim != 2:
         raise ValueError(f"expected a plane of shape (Y, X), got shape {plane.shape}")
-    return _Runner.of(net, cfg, receptive_field).denoise(plane, normalizer, return_sr)
+    return _Runner.of(net, cfg, receptive_field, scale).denoise(plane, normalizer, return_sr)
 
 
 def denoise_array(net: Net, arr: np.ndarray, normalizer: Normalizer, cfg: DenoiseConfig, *,
-                  receptive_field: int, return_sr: bool = False,
+                  receptive_field: int, return_sr: bool = False, scale: int = 2,
                   progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Denoise every plane of ``ndarray (..., Y, X)`` (e.g. ``T C Z Y X``) independently.
 
@@ -107,7 +110,9 @@ def denoise_array(net: Net, arr: np.ndarray, normalizer: Normalizer, cfg: Denois
     *lead, ny, nx = arr.shape
     denoised = np.empty(arr.shape, np.float32)
     sr = np.empty((*lead, 2 * ny, 2 * nx), np.float32) if return_sr else None
-    run = _Runner.of(net, cfg, receptive_field)
+    run = _Runner.of(net, cfg, receptive_field, scale)
+    if return_sr:
+        run.check_sr()
     for index in tqdm(np.ndindex(*lead), total=math.prod(lead), desc="denoise", unit="plane", disable=not progress):
         d, s = run.denoise(arr[index], normalizer, return_sr)
         denoised[index] = d
@@ -117,7 +122,7 @@ def denoise_array(net: Net, arr: np.ndarray, normalizer: Normalizer, cfg: Denois
 
 
 def denoise_zarr(net: Net, src: zarr.Array | da.Array, dst: zarr.Array, normalizer: Normalizer, cfg: DenoiseConfig, *,
-                 receptive_field: int, sr_dst: zarr.Array | None = None, progress: bool = True,
+                 receptive_field: int, sr_dst: zarr.Array | None = None, scale: int = 2, progress: bool = True,
                  scheduler: str = "synchronous") -> None:
     """Denoise a Zarr stack ``(..., Y, X)`` (e.g. ``t c z y x``) into `dst`, out of core, with dask.
 
@@ -133,19 +138,22 @@ def denoise_zarr(net: Net, src: zarr.Array | da.Array, dst: zarr.Array, normaliz
     src : zarr.Array (..., Y, X), any real dtype; or any array read by slicing into numpy,
         e.g. a dask selection of captures (only block windows are read).
     dst : zarr.Array (..., Y, X), floating dtype, created by the caller; receives raw intensities.
-    sr_dst : zarr.Array (..., 2Y, 2X), floating dtype, optional; receives the 2x output.
+    sr_dst : zarr.Array (..., 2Y, 2X), floating dtype, optional; receives the 2x output (``scale=2``).
+    scale : 2 for a Noise2SR network, 1 for a same-size U-Net.
     scheduler : dask scheduler. The default runs one block at a time, as the network already
         uses all cores and memory stays at one block.
     """
     _check_target(dst, src.shape, "dst")
     *lead, ny, nx = src.shape
+    run = _Runner.of(net, cfg, receptive_field, scale)
     if sr_dst is not None:
+        run.check_sr()
         _check_target(sr_dst, (*lead, 2 * ny, 2 * nx), "sr_dst")
     sides = [_block_side(1, axis, 1, dst, sr_dst) for axis in range(len(lead))]
     sides += [_block_side(cfg.block_size, axis, 2, dst, sr_dst) for axis in (-2, -1)]
     chunks = tuple(_split(n, side) for n, side in zip(src.shape, sides))
     with tqdm(total=math.prod(map(len, chunks)), desc="denoise", unit="block", disable=not progress) as bar:
-        block = _Block(_Runner.of(net, cfg, receptive_field), src, normalizer, sr_dst is not None, bar)
+        block = _Block(run, src, normalizer, sr_dst is not None, bar)
         # An explicit name: dask would otherwise hash (pickle) the network and the source.
         packed = da.map_blocks(block, chunks=(*chunks, (block.channels,)), dtype=np.float32,
                                meta=np.empty((0,) * (src.ndim + 1), np.float32),
@@ -188,8 +196,8 @@ class _Block:
         out = np.empty((*(b - a for a, b in lead), h, w, self.channels), np.float32)
         for index in np.ndindex(*out.shape[:-3]):
             plane = (*(a + i for (a, _), i in zip(lead, index)), slice(wy0, wy1), slice(wx0, wx1))
-            sr = self.run.super_resolve(self.normalizer.forward(np.asarray(self.src[plane])))
-            denoised = _downsample(sr, self.run.cfg.downsample, (wy0, wx0), (y0, x0, y1, x1), (ny, nx))
+            sr = self.run.predict(self.normalizer.forward(np.asarray(self.src[plane])))
+            denoised = self.run.to_input_grid(sr, (wy0, wx0), (y0, x0, y1, x1), (ny, nx))
             out[index][..., 0] = self.normalizer.inverse(denoised)
             if self.with_sr:
                 crop = self.normalizer.inverse(sr[2 * (y0 - wy0):2 * (y1 - wy0), 2 * (x0 - wx0):2 * (x1 - wx0)])
@@ -212,47 +220,67 @@ class _Runner:
     net: Net
     cfg: DenoiseConfig
     receptive_field: int
+    scale: int
     device: torch.device
     precision: Literal["bf16", "fp32"]
 
     @classmethod
-    def of(cls, net: Net, cfg: DenoiseConfig, receptive_field: int) -> "_Runner":
+    def of(cls, net: Net, cfg: DenoiseConfig, receptive_field: int, scale: int) -> "_Runner":
+        if scale not in (1, 2):
+            raise ValueError(f"scale must be 1 (same-size U-Net) or 2 (Noise2SR), got {scale}")
         device = pick_device(cfg.device)
-        return cls(net, cfg, receptive_field, device, resolve_precision(cfg.precision, device))
+        return cls(net, cfg, receptive_field, scale, device, resolve_precision(cfg.precision, device))
+
+    def check_sr(self) -> None:
+        if self.scale != 2:
+            raise ValueError("this network has no 2x super-resolved output (a baseline's same-size U-Net); "
+                             "do not ask for one (--sr, write_sr)")
 
     def denoise(self, plane: np.ndarray, normalizer: Normalizer,
                 return_sr: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """`denoise_plane` once device and precision are known."""
-        sr = self.super_resolve(normalizer.forward(plane))
-        denoised = _downsample(sr, self.cfg.downsample, (0, 0), (0, 0, *plane.shape), plane.shape)
+        if return_sr:
+            self.check_sr()
+        sr = self.predict(normalizer.forward(plane))
+        denoised = self.to_input_grid(sr, (0, 0), (0, 0, *plane.shape), plane.shape)
         return normalizer.inverse(denoised), normalizer.inverse(sr) if return_sr else None
 
-    def super_resolve(self, x: np.ndarray) -> np.ndarray:
-        """``ndarray (h, w) float32`` normalised -> its 2x output ``(2h, 2w) float32``, tiled when large.
+    def to_input_grid(self, out: np.ndarray, origin: tuple[int, int], region: tuple[int, int, int, int],
+                      shape: tuple[int, int]) -> np.ndarray:
+        """`region` of the plane from the network output `out` of the window at `origin` (see `_downsample`)."""
+        if self.scale == 1:
+            y0, x0, y1, x1 = region
+            return out[y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
+        return _downsample(out, self.cfg.downsample, origin, region, shape)
 
-        Tile outputs are blended in the 2x space and divided once; the downsampling happens
-        after, on the blended plane, so even a non-shift-invariant downsampling sees no tiles.
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``ndarray (h, w) float32`` normalised -> the network output ``(s h, s w) float32``, tiled when large.
+
+        Tile outputs are blended in the output space and divided once; for Noise2SR the
+        downsampling happens after, on the blended plane, so even a non-shift-invariant
+        downsampling sees no tiles.
         """
+        s = self.scale
         tiles = tiling.tiles(x.shape, self.cfg.tile_size, self.cfg.halo(self.receptive_field), MULTIPLE,
                              self.receptive_field)
         if len(tiles) == 1:
             return self.forward(x)
-        acc = np.zeros((2 * x.shape[0], 2 * x.shape[1]), np.float32)
+        acc = np.zeros((s * x.shape[0], s * x.shape[1]), np.float32)
         total = np.zeros_like(acc)
         for tile in tiles:
-            weight = tile.weights(scale=2)
-            acc[tile.window(2)] += weight * self.forward(x[tile.window()])
-            total[tile.window(2)] += weight
+            weight = tile.weights(scale=s)
+            acc[tile.window(s)] += weight * self.forward(x[tile.window()])
+            total[tile.window(s)] += weight
         return np.divide(acc, total, out=acc)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """One forward pass: ``ndarray (h, w) float32 -> ndarray (2h, 2w) float32`` on the CPU."""
+        """One forward pass: ``ndarray (h, w) float32 -> ndarray (s h, s w) float32`` on the CPU."""
         if isinstance(self.net, torch.nn.Module) and self.net.training:
             raise ValueError("the network is in training mode; call .eval() before denoising")
         inp = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode(), autocast(self.device, self.precision):
             out = self.net(inp)
-        expected = (1, 1, 2 * x.shape[0], 2 * x.shape[1])
+        expected = (1, 1, self.scale * x.shape[0], self.scale * x.shape[1])
         if tuple(out.shape) != expected:
             raise ValueError(f"network output has shape {tuple(out.shape)} for input {tuple(inp.shape)}; "
                              f"expected {expected}")

@@ -167,12 +167,19 @@ class N2SRNet(nn.Module):
         return y[..., : 2 * h, : 2 * w]
 
 
-def build_model(cfg: ModelConfig = ModelConfig()) -> N2SRNet:
-    """The network for `cfg`, in PyTorch's default initialisation."""
-    return N2SRNet(cfg)
+def build_model(cfg: ModelConfig = ModelConfig(), sr: bool = True) -> nn.Module:
+    """The network for `cfg`, in PyTorch's default initialisation.
+
+    ``sr=False``: the same U-Net without the SR head, ``(N, 1, H, W) -> (N, 1, H, W)``, as the
+    paper trains its Noise2Void, Noise2Self and Noise2Noise baselines (``variant``,
+    ``unet_out_channels`` and ``sr_channels`` then do not apply).
+    """
+    if sr:
+        return N2SRNet(cfg)
+    return UNet(1, 1, cfg.features, cfg.shared_weights, cfg.final_features)
 
 
-def _extent(cfg: ModelConfig, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _extent(cfg: ModelConfig, length: int, sr: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """For each output pixel of a 1-D signal, the first and last input pixel it depends on.
 
     Propagates dependency intervals through the layers exactly (index arithmetic only), so
@@ -208,21 +215,26 @@ def _extent(cfg: ModelConfig, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     for _ in range(4):
         t = up(*convs(cat(t, skips.pop()), 2))
     t = convs(cat(t, skips.pop()), 3)
+    if not sr:
+        return t
     if cfg.variant == "code":  # conv3x3 then PixelShuffle: output 2i, 2i+1 <- U-Net pixel i
         t = conv(*t)
         return t[0].repeat_interleave(2), t[1].repeat_interleave(2)
     return up(*t)
 
 
-def receptive_field(cfg: ModelConfig = ModelConfig()) -> int:
+def receptive_field(cfg: ModelConfig = ModelConfig(), sr: bool = True) -> int:
     """Radius r in input pixels: output pixel q (of 2H) depends only on inputs within r of q // 2.
+
+    ``sr=False``: of the U-Net alone (output pixel q of H depends on inputs within r of q).
 
     The tiler uses it as the halo: outputs farther than r from a tile's edge are exact.
     Independent of the weights, of ``shared_weights`` and of the channel widths; taken over
     all positions relative to the 32-pixel pooling grid, away from the image borders.
     """
     length = 32 * MULTIPLE
-    lo, hi = _extent(cfg, length)
-    centre = torch.arange(2 * length) // 2
-    inner = slice(2 * 8 * MULTIPLE, 2 * (length - 8 * MULTIPLE))
+    lo, hi = _extent(cfg, length, sr)
+    scale = 2 if sr else 1
+    centre = torch.arange(scale * length) // scale
+    inner = slice(scale * 8 * MULTIPLE, scale * (length - 8 * MULTIPLE))
     return int(torch.maximum(centre - lo, hi - centre)[inner].max())

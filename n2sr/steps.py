@@ -49,10 +49,19 @@ def _check_captures(path: Path, captures: Sequence[int], n: int) -> None:
 
 def train_step(images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], cfg, *,
                captures: Sequence[int] | None = None, curve: str | os.PathLike[str] | None = None,
-               plot: str | os.PathLike[str] | None = None, resume: bool = False):
-    """Train one model on every plane of `images` (the selected captures of each)."""
+               plot: str | os.PathLike[str] | None = None, resume: bool = False, method: str = "n2sr",
+               pairs: str = "captures"):
+    """Train one `method` model on every plane of `images` (the selected captures of each).
+
+    ``n2n`` trains on pairs of independent captures of one field of view; ``pairs="captures"``
+    takes consecutive selected captures of each image, ``(c0, c1), (c1, c2), ...``.
+    """
+    from n2sr.objectives import objective
     from n2sr.train import train, write_curve
 
+    paired = objective(method).captures == 2
+    if paired and pairs != "captures":
+        raise ValueError(f"pairs must be 'captures' (consecutive captures of each field of view), not {pairs!r}")
     planes, sources = [], []
     for path in images:
         stack = load_planes(path, captures)
@@ -60,9 +69,17 @@ def train_step(images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
             if min(plane.shape) < cfg.patch_size:
                 raise io.InputError(path, f"plane of {plane.shape[0]}x{plane.shape[1]} pixels is smaller than the "
                                           f"training patch ({cfg.patch_size}); lower patch_size")
-            planes.append(plane)
-            sources.append(f"{path}[{i}]")
-    result = train(planes, cfg, out, resume=resume, sources=sources)
+        if paired:
+            ids = list(captures) if captures is not None else list(range(len(stack)))
+            planes += [stack[i:i + 2] for i in range(len(stack) - 1)]
+            sources += [f"{path}[{a},{b}]" for a, b in zip(ids, ids[1:])]
+        else:
+            planes += list(stack)
+            sources += [f"{path}[{i}]" for i in range(len(stack))]
+    if paired and not planes:
+        raise io.InputError(images[0], "n2n needs at least 2 captures of one field of view to pair; "
+                                       "every training image has 1 (drop n2n from methods or add captures)")
+    result = train(planes, cfg, out, method=method, resume=resume, sources=sources)
     write_curve(result.curve, curve, plot)
     log.info("trained %d iterations in %.0f s; best validation loss %.5g at iteration %d -> %s",
              result.steps, result.seconds, result.best_val, result.best_step, out)
@@ -151,7 +168,10 @@ def denoise_step(model: str | os.PathLike[str], input: str | os.PathLike[str], o
     input, output = io.check_exists(input), Path(output)
     device = pick_device(cfg.device)
     module, normalizer, ckpt = checkpoint.load_model(model, device)
-    rf = receptive_field(ModelConfig(**ckpt["model_config"]))
+    scale = ckpt["scale"]
+    if sr is not None and scale != 2:
+        raise io.InputError(model, f"is a {ckpt['method']} model (same-size U-Net) without a 2x output; drop --sr")
+    rf = receptive_field(ModelConfig(**ckpt["model_config"]), sr=scale == 2)
     net = prepare_for_inference(module, device, cfg.precision)
     stream = io.kind_of(input) == "zarr" and io.kind_of(output) == "zarr" and (sr is None or io.kind_of(sr) == "zarr")
     if stream:
@@ -161,13 +181,10 @@ def denoise_step(model: str | os.PathLike[str], input: str | os.PathLike[str], o
         _check_captures(input, picked, n)
         source = da.from_zarr(src)[picked] if captures is not None else src
     else:
-        stack = io.read_image(input)
-        picked = list(range(stack.shape[0] if stack.ndim >= 3 else 1)) if captures is None else list(captures)
-        if captures is not None:
-            _check_captures(input, picked, stack.shape[0] if stack.ndim >= 3 else 1)
-            stack = stack[picked] if stack.ndim >= 3 else stack[None]
+        stack, picked = _read_selected(input, captures)
     attrs = {
-        "source": str(input), "captures": picked, "model": str(model), "model_sha256": io.sha256_file(model),
+        "source": str(input), "captures": picked, "method": ckpt["method"], "model": str(model),
+        "model_sha256": io.sha256_file(model),
         "model_train_config": ckpt["train_config"], "denoise_config": asdict(cfg),
         "versions": checkpoint.versions(),
     }
@@ -178,14 +195,54 @@ def denoise_step(model: str | os.PathLike[str], input: str | os.PathLike[str], o
             if sr:
                 sr_shape = (*source.shape[:-2], 2 * source.shape[-2], 2 * source.shape[-1])
                 sr_dst = omezarr.create_image(tmps[1], sr_shape, np.float32, attrs={**attrs, "kind": "2x super-resolution"})
-            denoise_zarr(net, source, dst, normalizer, cfg, receptive_field=rf, sr_dst=sr_dst)
+            denoise_zarr(net, source, dst, normalizer, cfg, receptive_field=rf, sr_dst=sr_dst, scale=scale)
         if tiff:
             export_tiff(output, tiff)
         return
-    denoised, sr_arr = denoise_array(net, stack, normalizer, cfg, receptive_field=rf, return_sr=sr is not None)
+    denoised, sr_arr = denoise_array(net, stack, normalizer, cfg, receptive_field=rf, return_sr=sr is not None,
+                                     scale=scale)
     io.write_image(output, denoised, attrs=attrs)
     if sr is not None:
         io.write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"})
+    if tiff:
+        io.write_image(tiff, denoised, attrs=attrs)
+
+
+def _read_selected(path: Path, captures: Sequence[int] | None) -> tuple[np.ndarray, list[int]]:
+    """An image in memory, its leading (capture) axis cut to `captures`; and the captures kept."""
+    if io.kind_of(path) == "zarr":
+        arr = io.open_zarr_array(path)
+        picked = list(range(arr.shape[0])) if captures is None else list(captures)
+        _check_captures(path, picked, arr.shape[0])
+        return np.stack([np.asarray(arr[t]) for t in picked]), picked
+    stack = io.read_image(path)
+    n = stack.shape[0] if stack.ndim >= 3 else 1
+    picked = list(range(n)) if captures is None else list(captures)
+    if captures is not None:
+        _check_captures(path, picked, n)
+        stack = stack[picked] if stack.ndim >= 3 else stack[None]
+    return stack, picked
+
+
+def bm3d_step(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
+              captures: Sequence[int] | None = None, tiff: str | os.PathLike[str] | None = None) -> None:
+    """Denoise every plane of an image with BM3D, its noise estimated blind from the plane itself.
+
+    No training: the method needs no model. Outputs have the layout and attributes of
+    `denoise_step`'s, so evaluation and reports treat BM3D like the learned methods. The
+    selected captures are held in memory (BM3D works on whole planes anyway).
+    """
+    from n2sr import checkpoint
+    from n2sr.bm3d_denoise import bm3d_denoise
+
+    input = io.check_exists(input)
+    stack, picked = _read_selected(input, captures)
+    denoised = np.empty(stack.shape, np.float32)
+    for index in np.ndindex(*stack.shape[:-2]):
+        denoised[index] = bm3d_denoise(stack[index])
+    attrs = {"source": str(input), "captures": picked, "method": "bm3d", "noise": "blind Poisson-Gaussian + GAT",
+             "versions": checkpoint.versions()}
+    io.write_image(output, denoised, attrs=attrs)
     if tiff:
         io.write_image(tiff, denoised, attrs=attrs)
 

@@ -1,4 +1,8 @@
-"""Self-supervised Noise2SR training (paper Sec. 2.3, defaults of the authors' code).
+"""Self-supervised training of Noise2SR and the learned baselines (paper Sec. 2.3, authors' defaults).
+
+One loop for every learned method: what differs (input, target, loss mask, network) is the
+method's `n2sr.objectives.Objective`; crops, validation, checkpoints, exact resume,
+normalisation and precision are shared, so the baselines get exactly Noise2SR's treatment.
 
 Each iteration draws random crops (default 128x128, batch 16), sub-samples them to the
 half-size input ``y_J`` and fits the 2x output to the complement pixels ``y_Jc`` with Adam
@@ -32,7 +36,8 @@ from n2sr import checkpoint
 from n2sr.device import Precision, autocast, pick_device, resolve_precision
 from n2sr.model import ModelConfig, build_model
 from n2sr.normalize import Normalizer
-from n2sr.subsample import complement_mse, subsample
+from n2sr.objectives import Objective, objective
+from n2sr.subsample import complement_mse
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,8 @@ class TrainResult:
 def split_validation(planes: Sequence[np.ndarray], cfg: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Hold out whole planes when there are enough, else a bottom strip of each plane.
 
+    Planes are ``(Y, X)`` or ``(captures, Y, X)`` (Noise2Noise pairs); strips are cut on Y.
+
     Held-out pixels never enter a training crop, so the validation loss rises when the
     network starts to memorise noise instead of signal.
     """
@@ -96,58 +103,59 @@ def split_validation(planes: Sequence[np.ndarray], cfg: TrainConfig) -> tuple[li
         return list(planes[:-n_val]), list(planes[-n_val:])
     train, val = [], []
     for p in planes:
-        strip = max(cfg.patch_size, math.ceil(cfg.val_fraction * p.shape[0]))
-        if p.shape[0] - strip < cfg.patch_size:
+        strip = max(cfg.patch_size, math.ceil(cfg.val_fraction * p.shape[-2]))
+        if p.shape[-2] - strip < cfg.patch_size:
             return list(planes), []
-        train.append(p[:-strip])
-        val.append(p[-strip:])
+        train.append(p[..., :-strip, :])
+        val.append(p[..., -strip:, :])
     return train, val
 
 
-def _validation_batches(val: Sequence[np.ndarray], cfg: TrainConfig, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Fixed patches and fixed masks, so successive validation losses are comparable."""
+def _validation_batches(val: Sequence[np.ndarray], cfg: TrainConfig, device: torch.device,
+                        obj: Objective) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Fixed patches and fixed masks, so successive validation losses are comparable.
+
+    `val` holds ``(captures, Y, X)`` arrays; the examples are ``obj``'s (input, target, mask).
+    """
     p = cfg.patch_size
     patches = []
     for plane in val:
-        for y in range(0, plane.shape[0] - p + 1, p):
-            for x in range(0, plane.shape[1] - p + 1, p):
-                patches.append(plane[y : y + p, x : x + p])
+        for y in range(0, plane.shape[-2] - p + 1, p):
+            for x in range(0, plane.shape[-1] - p + 1, p):
+                patches.append(plane[:, y : y + p, x : x + p])
     if not patches:
         return []
     rng = np.random.default_rng(cfg.seed + 1)
     chosen = rng.permutation(len(patches))[: cfg.val_patches]
-    stack = torch.from_numpy(np.stack([patches[i] for i in sorted(chosen)])[:, None]).to(device)
+    stack = torch.from_numpy(np.stack([patches[i] for i in sorted(chosen)])).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
-    batches = []
-    for chunk in stack.split(cfg.batch_size):
-        y_j, mask = subsample(chunk, gen)
-        batches.append((y_j, chunk, mask))
-    return batches
+    return [obj.make(chunk, gen) for chunk in stack.split(cfg.batch_size)]
 
 
 def _sample_batch(planes: Sequence[torch.Tensor], cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random crops (with optional flips / 90-degree rotations) as a (B, 1, P, P) batch."""
+    """Random crops (with optional flips / 90-degree rotations) of ``(C, Y, X)`` planes: (B, C, P, P)."""
     p = cfg.patch_size
     idx = torch.randint(len(planes), (cfg.batch_size,), generator=gen).tolist()
     crops = []
     for i in idx:
         plane = planes[i]
-        y = int(torch.randint(plane.shape[0] - p + 1, (1,), generator=gen))
-        x = int(torch.randint(plane.shape[1] - p + 1, (1,), generator=gen))
-        crop = plane[y : y + p, x : x + p]
+        y = int(torch.randint(plane.shape[1] - p + 1, (1,), generator=gen))
+        x = int(torch.randint(plane.shape[2] - p + 1, (1,), generator=gen))
+        crop = plane[:, y : y + p, x : x + p]
         if cfg.augment:
             k, flip = torch.randint(4, (2,), generator=gen).tolist()
-            crop = torch.rot90(crop, k, (0, 1))
+            crop = torch.rot90(crop, k, (1, 2))
             if flip % 2:
-                crop = torch.flip(crop, (1,))
+                crop = torch.flip(crop, (2,))
         crops.append(crop)
-    return torch.stack(crops)[:, None]
+    return torch.stack(crops)
 
 
-def _fingerprint(planes: Sequence[np.ndarray], cfg: TrainConfig) -> str:
-    """Identifies the data and settings a resume state belongs to (the budget may change)."""
+def _fingerprint(planes: Sequence[np.ndarray], cfg: TrainConfig, method: str) -> str:
+    """Identifies the data, method and settings a resume state belongs to (the budget may change)."""
     h = hashlib.sha256()
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("iterations", "minutes", "device")}
+    settings["method"] = method
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for p in planes:
         h.update(str(p.shape).encode())
@@ -163,9 +171,9 @@ def state_path(out: Path) -> Path:
 def _validate(model: torch.nn.Module, batches, device: torch.device, precision: str) -> float:
     model.eval()
     total, count = 0.0, 0.0
-    for y_j, target, mask in batches:
+    for inp, target, mask in batches:
         with autocast(device, precision):
-            pred = model(y_j.contiguous(memory_format=torch.channels_last))
+            pred = model(inp.contiguous(memory_format=torch.channels_last))
         m = mask.sum().item()
         total += complement_mse(pred, target, mask).item() * m
         count += m
@@ -178,26 +186,33 @@ def train(
     cfg: TrainConfig,
     out: str | Path,
     *,
+    method: str = "n2sr",
     resume: bool = False,
     sources: Sequence[str] = (),
     progress: bool = True,
 ) -> TrainResult:
-    """Train on noisy planes ``(Y, X)`` and write the best checkpoint to ``out``.
+    """Train `method` on noisy planes and write the best checkpoint to ``out``.
 
     Parameters
     ----------
-    planes : sequence of ndarray (Y, X), any real dtype
-        The noisy training images, each at least ``patch_size`` in both axes.
+    planes : sequence of ndarray (Y, X), any real dtype; ``(2, Y, X)`` for ``n2n``
+        The noisy training images (for ``n2n``: pairs of independent captures of one field of
+        view), each at least ``patch_size`` in both plane axes.
     cfg : TrainConfig
     out : path of the final checkpoint; ``<out>.state`` holds the resume state.
+    method : "n2sr", "n2v", "n2s" or "n2n" (`n2sr.objectives`); recorded in the checkpoint.
     resume : continue from ``<out>.state`` when it belongs to the same data and settings.
     sources : names of the inputs, recorded in the checkpoint.
     """
     out = Path(out)
     t_start = time.monotonic()
+    obj = objective(method)
+    expected = (obj.captures,) if obj.captures > 1 else ()
     for i, p in enumerate(planes):
-        if p.ndim != 2 or min(p.shape) < cfg.patch_size:
-            name = sources[i] if i < len(sources) else f"plane {i}"
+        name = sources[i] if i < len(sources) else f"plane {i}"
+        if p.shape[:-2] != expected or p.ndim != 2 + len(expected):
+            raise ValueError(f"{name}: {method} trains on arrays of shape {(*expected, 'Y', 'X')}, got {p.shape}")
+        if min(p.shape[-2:]) < cfg.patch_size:
             raise ValueError(f"{name}: plane of shape {p.shape} is smaller than the training patch {cfg.patch_size}; lower patch_size")
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -207,15 +222,15 @@ def train(
     train_planes, val_planes = split_validation(norm_planes, cfg)
     if not val_planes:
         log.warning("no validation data (images too small or val_fraction=0): the last model is kept")
-    data = [torch.from_numpy(np.ascontiguousarray(p)) for p in train_planes]
-    val_batches = _validation_batches(val_planes, cfg, device)
+    data = [torch.from_numpy(np.ascontiguousarray(p)).reshape(-1, *p.shape[-2:]) for p in train_planes]
+    val_batches = _validation_batches([p.reshape(-1, *p.shape[-2:]) for p in val_planes], cfg, device, obj)
 
     # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolution kernels: about 2x per step here.
-    model = build_model(cfg.model).to(device, memory_format=torch.channels_last)
+    model = build_model(cfg.model, sr=obj.scale == 2).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 3)
-    fingerprint = _fingerprint(planes, cfg)
+    fingerprint = _fingerprint(planes, cfg, method)
     step, best_val, best_step, best_state, curve = 0, math.inf, 0, None, []
     elapsed_before = 0.0
 
@@ -238,6 +253,8 @@ def train(
     def header() -> dict:
         return {
             "format": checkpoint.FORMAT,
+            "method": method,
+            "scale": obj.scale,
             "model_config": asdict(cfg.model),
             "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
             "normalizer": normalizer.to_dict(),
@@ -263,10 +280,10 @@ def train(
                mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     while step < cfg.iterations and (deadline is None or time.monotonic() < deadline):
         batch = _sample_batch(data, cfg, data_gen).to(device, non_blocking=True)
-        y_j, mask = subsample(batch, mask_gen)
+        inp, target, mask = obj.make(batch, mask_gen)
         with autocast(device, precision):
-            pred = model(y_j.contiguous(memory_format=torch.channels_last))
-        loss = complement_mse(pred, batch, mask)
+            pred = model(inp.contiguous(memory_format=torch.channels_last))
+        loss = complement_mse(pred, target, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -313,7 +330,7 @@ def write_curve(curve: Sequence[dict], csv_path: str | Path | None, png_path: st
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(frame["step"], frame["train_loss"], label="train (complement MSE)")
+        ax.plot(frame["step"], frame["train_loss"], label="train (masked MSE)")
         if frame["val_loss"].notna().any():
             ax.plot(frame["step"], frame["val_loss"], label="validation (held-out, fixed masks)")
         ax.set_xlabel("iteration")
