@@ -7,12 +7,34 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from n2sr.samples import TEST_SPLITS, TRAIN_SPLITS, sample_table
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+class ConfigError(ValueError):
+    """A config key is unknown or has a wrong value; the message names the key."""
+
+
+def validate_config() -> None:
+    """Validate (and fill defaults) with Snakemake; on failure, one line naming the key and the
+    problem instead of Snakemake's dump of the whole schema and config."""
+    try:
+        validate(config, schema="../schemas/config.schema.yaml")
+    except WorkflowError:
+        import jsonschema
+
+        with open(workflow.source_path("../schemas/config.schema.yaml"), encoding="utf-8") as f:
+            schema = yaml.safe_load(f)
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+        if error is None:
+            raise
+        key = ".".join(map(str, error.path)) or "(top level)"
+        raise ConfigError(f"config {key}: {error.message}") from None
+
+
+validate_config()
 
 with open(workflow.source_path("../schemas/samples.schema.yaml"), encoding="utf-8") as f:
     samples = sample_table(config, yaml.safe_load(f))
@@ -26,6 +48,10 @@ N2SR_ENV = "../envs/n2sr.yaml"
 SYNTHETIC = config["synthetic"]
 TEST = samples[samples["split"].isin(TEST_SPLITS)]
 CONFIGURATIONS = list(samples["configuration"].unique())
+METHODS = config["methods"]
+# Methods with a model: n2sr and the U-Net baselines; bm3d needs none.
+TRAINED = [m for m in METHODS if m != "bm3d"]
+UNET_BASELINES = "n2v|n2s|n2n"  # regex for the {method} wildcard of the baselines' train/denoise rules
 
 
 def _one_of(names) -> str:
@@ -97,15 +123,28 @@ def train_images(wildcards) -> list[str]:
     return [ingested(c, f) for c, f in zip(part["configuration"], part["fov"])]
 
 
+def model_dir(method: str) -> str:
+    """Where a method's model and curves go: n2sr's at the configuration's top level (the layout
+    from before the baselines), each baseline's in a sub-folder named after it."""
+    return os.path.join("results", "models", "{configuration}", *([] if method == "n2sr" else [method]))
+
+
+def train_method_options(wildcards) -> str:
+    """`n2sr train` options of a baseline: its method, and for n2n where the pairs come from."""
+    extra = {"pairs": config["n2n"]["pairs"]} if wildcards.method == "n2n" else {}
+    return cli_options({"method": wildcards.method, **extra})
+
+
 def denoised(wildcards) -> str:
     return f"results/denoised/{wildcards.method}/{wildcards.configuration}/{wildcards.fov}.zarr"
 
 
-def denoise_extra_outputs() -> dict[str, str]:
-    """Optional outputs of the denoise rule, named like their CLI options (--sr, --tiff)."""
-    stem = "results/denoised/n2sr/{configuration}/{fov}"
+def denoise_extra_outputs(method: str = "n2sr") -> dict[str, str]:
+    """Optional outputs of a denoise rule, named like their CLI options (--sr, --tiff); only
+    n2sr has a 2x super-resolved output. `method` may be the "{method}" wildcard itself."""
+    stem = f"results/denoised/{method}/{{configuration}}/{{fov}}"
     extra = {}
-    if config["denoise"]["write_sr"]:
+    if config["denoise"]["write_sr"] and method == "n2sr":
         extra["sr"] = directory(f"{stem}.sr.zarr")
     if config["denoise"]["write_tiff"]:
         extra["tiff"] = f"{stem}.tif"
@@ -133,7 +172,7 @@ def scaled_mem(rule: str):
 def metrics_csvs() -> list[str]:
     """Per-FOV metric CSVs of every test FOV: the noisy input and each method."""
     return [f"results/metrics/{method}/{c}/{f}.csv"
-            for method in ["noisy", *config["methods"]]
+            for method in ["noisy", *METHODS]
             for c, f in zip(TEST["configuration"], TEST["fov"])]
 
 
@@ -153,7 +192,7 @@ def first_test_fov(wildcards) -> str:
 def crops_inputs(wildcards) -> dict[str, str]:
     fov = first_test_fov(wildcards)
     images = {"noisy": ingested(wildcards.configuration, fov)}
-    images.update({m: f"results/denoised/{m}/{wildcards.configuration}/{fov}.zarr" for m in config["methods"]})
+    images.update({m: f"results/denoised/{m}/{wildcards.configuration}/{fov}.zarr" for m in METHODS})
     return {"reference": f"results/reference/{wildcards.configuration}/{fov}.zarr", **images}
 
 
@@ -162,8 +201,10 @@ def crops_capture() -> int:
 
 
 def get_final_output() -> list[str]:
-    """Reports when there is something to test; models (with their curves) for every configuration."""
-    models = [f"results/models/{c}/{name}" for c in CONFIGURATIONS for name in ("model.pt", "curve.png")]
-    reports = ["results/reports/summary.csv", "results/reports/table.csv", *configuration_summaries(),
-               *crops_figures()]
+    """Reports when there is something to test; models (with their curves) of every trained
+    method for every configuration."""
+    models = [f"{model_dir(m).format(configuration=c)}/{name}" for m in TRAINED for c in CONFIGURATIONS
+              for name in ("model.pt", "curve.png")]
+    reports = ["results/reports/summary.csv", "results/reports/table.csv", "results/reports/table_fixed.csv",
+               *configuration_summaries(), *crops_figures()]
     return models + (reports if len(TEST) else [])
