@@ -179,6 +179,8 @@ def outputs_of(results: Path) -> dict[str, Path]:
         rel = p.relative_to(results).as_posix()
         if any(part.endswith(".zarr") for part in Path(rel).parts[:-1]):
             continue  # inside a Zarr: compared as one array
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue  # a temporary sibling (.name.tmp-<pid>) of a job that was killed: never an output
         if p.name.endswith(".zarr") or p.is_file():
             found[rel] = p
     return found
