@@ -7,6 +7,7 @@ Runs are pinned to one CPU (one torch thread) and fp32, so two runs give bit-ide
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -72,11 +73,23 @@ def copy_run(baseline: Path, dest: Path) -> Path:
     return dest
 
 
+def incomplete(work: Path) -> set[str]:
+    """Outputs Snakemake marked incomplete (jobs running when it was killed): markers named by
+    the path's urlsafe base64, split into '@'-prefixed folders when long."""
+    root = work / ".snakemake/incomplete"
+    marked = set()
+    for f in root.rglob("*") if root.is_dir() else ():
+        if f.is_file():
+            parts = [part.lstrip("@") for part in f.relative_to(root).parts]
+            marked.add(base64.urlsafe_b64decode("".join(parts)).decode())
+    return marked
+
+
 def finished_outputs(work: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime) of every output present; rewritten outputs change both."""
-    found = {}
+    """(inode, mtime) of every output of a finished job; rewritten outputs change both."""
+    found, running = {}, incomplete(work)
     for rel, p in outputs_of(work / "results").items():
-        if not p.name.startswith(".") and not rel.endswith(".state"):
+        if f"results/{rel}" not in running and not rel.endswith(".state"):
             st = p.stat()
             found[rel] = (st.st_ino, st.st_mtime_ns)
     return found
