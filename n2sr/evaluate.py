@@ -2,9 +2,10 @@
 
 The pipeline writes one per-image CSV per (method, configuration, FOV) and `summarize`
 folds any number of them into ``summary.csv`` (all configurations),
-``<configuration>_summary.csv`` (one each) and ``table.csv`` (configuration x method, cells
-"PSNR/SSIM" like Table 2 of the Noise2SR paper). Every row carries both metric conventions
-(see `n2sr.metrics`); the table says which one it shows.
+``<configuration>_summary.csv`` (one each), ``table.csv`` and ``table_fixed.csv``
+(configuration x method, cells "PSNR/SSIM" means like Table 2 of the Noise2SR paper, with the
+number of test images ``n``). Every row carries both metric conventions (see `n2sr.metrics`):
+``table.csv`` shows the authors' per-image one, ``table_fixed.csv`` the fixed data range.
 """
 
 from __future__ import annotations
@@ -132,18 +133,24 @@ def pivot_table(summary: pd.DataFrame, convention: Literal["fixed", "per_image"]
     """Table 2 of the paper: rows configuration, columns method, cells "PSNR/SSIM" means.
 
     Defaults to the authors' ``per_image`` convention so the numbers compare with the paper;
-    a ``convention`` column records which one it is.
+    a ``convention`` column records which one it is. Column ``n`` is the number of test
+    images a mean is over; where methods of a configuration were scored on different
+    numbers, each cell carries its own ``(n=k)`` instead, so no mean is misread.
     """
     if convention not in ("fixed", "per_image"):
         raise ValueError(f"convention must be 'fixed' or 'per_image'; got {convention!r}")
     suffix = "" if convention == "fixed" else "_per_image"
+    uniform = summary.groupby("configuration", sort=False)["n"].transform("nunique") == 1
     cells = summary.assign(
-        cell=[f"{p:.2f}/{s:.4f}" for p, s in zip(summary[f"psnr{suffix}_mean"], summary[f"ssim{suffix}_mean"])]
+        cell=[f"{p:.2f}/{s:.4f}" + ("" if same else f" (n={n})") for p, s, n, same in
+              zip(summary[f"psnr{suffix}_mean"], summary[f"ssim{suffix}_mean"], summary["n"], uniform)]
     )
     table = cells.pivot(index="configuration", columns="method", values="cell")
-    table = table.reindex(index=list(dict.fromkeys(summary["configuration"])),
-                          columns=list(dict.fromkeys(summary["method"]))).fillna("")
+    configs = list(dict.fromkeys(summary["configuration"]))
+    table = table.reindex(index=configs, columns=list(dict.fromkeys(summary["method"]))).fillna("")
     table.columns.name = None
+    counts = summary.groupby("configuration", sort=False)["n"].agg(lambda n: str(n.iloc[0]) if n.nunique() == 1 else "")
+    table.insert(0, "n", counts.reindex(configs))
     table.insert(0, "convention", convention)
     return table.reset_index()
 
@@ -151,23 +158,22 @@ def pivot_table(summary: pd.DataFrame, convention: Literal["fixed", "per_image"]
 def summarize(
     per_image_csvs: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
-    *,
-    convention: Literal["fixed", "per_image"] = "per_image",
 ) -> pd.DataFrame:
-    """Write ``summary.csv``, ``<configuration>_summary.csv`` and ``table.csv`` into `out_dir`.
+    """Write ``summary.csv``, ``<configuration>_summary.csv``, ``table.csv`` (per-image convention)
+    and ``table_fixed.csv`` (fixed data range) into `out_dir`.
 
     Returns the overall summary (what ``summary.csv`` holds).
     """
     out_dir = Path(out_dir)
     summary = summary_table(read_image_csvs(per_image_csvs))
-    table = pivot_table(summary, convention)
     bad = [c for c in summary["configuration"].unique() if c != Path(c).name or c.startswith(".")]
     if bad:
         raise ValueError(f"configurations {bad} cannot name a file (<configuration>_summary.csv); use plain names")
     for configuration, part in summary.groupby("configuration", sort=False):
         _write_csv(part, out_dir / f"{configuration}_summary.csv")
     _write_csv(summary, out_dir / "summary.csv")
-    _write_csv(table, out_dir / "table.csv")
+    _write_csv(pivot_table(summary, "per_image"), out_dir / "table.csv")
+    _write_csv(pivot_table(summary, "fixed"), out_dir / "table_fixed.csv")
     return summary
 
 

@@ -68,7 +68,8 @@ def _per_image_csvs(tmp_path) -> list:
 def test_summarize_statistics_and_files(tmp_path):
     out = tmp_path / "reports"
     summary = evaluate.summarize(_per_image_csvs(tmp_path), out)
-    assert sorted(p.name for p in out.iterdir()) == ["A_summary.csv", "NA_summary.csv", "summary.csv", "table.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["A_summary.csv", "NA_summary.csv", "summary.csv", "table.csv",
+                                                     "table_fixed.csv"]
     assert list(zip(summary.configuration, summary.method)) == [("A", "noisy"), ("A", "n2sr"), ("NA", "noisy")]
     a_noisy = summary.iloc[0]
     assert a_noisy.n == 3
@@ -84,12 +85,14 @@ def test_table_pivot(tmp_path):
     out = tmp_path / "reports"
     evaluate.summarize(_per_image_csvs(tmp_path), out)
     table = pd.read_csv(out / "table.csv", keep_default_na=False)
-    assert list(table.columns) == ["configuration", "convention", "noisy", "n2sr"]
-    assert table.shape == (2, 4)
-    assert table.loc[0, "noisy"] == "20.00/0.1100" and table.loc[0, "n2sr"] == "29.00/0.1550"
-    assert table.loc[1, "n2sr"] == ""  # NA was not denoised
-    fixed = evaluate.pivot_table(evaluate.summary_table(evaluate.read_image_csvs(_per_image_csvs(tmp_path))), "fixed")
-    assert fixed.loc[0, "noisy"] == "22.00/0.2200" and set(fixed.convention) == {"fixed"}
+    assert list(table.columns) == ["configuration", "convention", "n", "noisy", "n2sr"]
+    assert table.shape == (2, 5)
+    # A's methods were scored on different numbers of images: each cell says its own n
+    assert table.loc[0, "n"] == "" and table.loc[1, "n"] == "1"
+    assert table.loc[0, "noisy"] == "20.00/0.1100 (n=3)" and table.loc[0, "n2sr"] == "29.00/0.1550 (n=2)"
+    assert table.loc[1, "n2sr"] == "" and table.loc[1, "noisy"] == "8.00/0.0500"  # NA was not denoised
+    fixed = pd.read_csv(out / "table_fixed.csv", keep_default_na=False)
+    assert fixed.loc[1, "noisy"] == "10.00/0.1000" and set(fixed.convention) == {"fixed"}
 
 
 def test_summarize_rejects_bad_csv(tmp_path):

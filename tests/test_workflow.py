@@ -38,6 +38,7 @@ CONFIGS = [
     pytest.param([], id="config.yaml"),
     pytest.param(["--configfile", "config/fmd.yaml"], id="fmd.yaml",
                  marks=pytest.mark.skipif(not FMD.is_dir(), reason=f"FMD data not at {FMD}")),
+    pytest.param(["--configfile", "config/baselines.yaml"], id="baselines.yaml"),
 ]
 
 
@@ -201,9 +202,12 @@ def test_discover_fmd_layout(tmp_path):
 
 # -- end to end ------------------------------------------------------------------------------
 
+METHODS = ("n2sr", "bm3d", "n2v", "n2s", "n2n")
+
+
 @pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path):
-    """Tiny archive in folders whose names need quoting; denoised PSNR must beat noisy PSNR."""
+    """Tiny archive in folders whose names need quoting; every method's denoised PSNR must beat noisy PSNR."""
     work = tmp_path / "run dir"
     work.mkdir()
     root = "archive 'demo'"
@@ -216,7 +220,7 @@ def test_pipeline_end_to_end(tmp_path):
         f"demo\t2\t{root}/demo/raw/2\t{root}/demo/gt/2/clean.tif\ttest\n")
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config.update(synthetic={"root": root, "seed": 1, "spec": "spec.yaml"}, samples="samples.tsv",
-                  test_captures=[0, 2])
+                  test_captures=[0, 2], methods=list(METHODS))
     config["train"].update(iterations=150, minutes=None, patch_size=32, val_every=50, checkpoint_every=50)
     config["denoise"].update(tile_size=32, write_sr=True, write_tiff=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -227,15 +231,23 @@ def test_pipeline_end_to_end(tmp_path):
     results = work / "results"
     for path in ("models/demo/model.pt", "models/demo/curve.csv", "models/demo/curve.png",
                  "denoised/n2sr/demo/2.zarr", "denoised/n2sr/demo/2.sr.zarr", "denoised/n2sr/demo/2.tif",
-                 "reports/table.csv", "reports/demo_summary.csv"):
+                 "reports/table.csv", "reports/table_fixed.csv", "reports/demo_summary.csv",
+                 *(f"models/demo/{m}/{f}" for m in ("n2v", "n2s", "n2n") for f in ("model.pt", "curve.png")),
+                 *(f"denoised/{m}/demo/2.{ext}" for m in METHODS for ext in ("zarr", "tif"))):
         assert (results / path).exists(), path
-    per_image = pd.concat(pd.read_csv(results / f"metrics/{m}/demo/2.csv") for m in ("noisy", "n2sr"))
+    assert not (results / "denoised/n2v/demo/2.sr.zarr").exists()  # only n2sr has a 2x output
+    per_image = pd.concat(pd.read_csv(results / f"metrics/{m}/demo/2.csv") for m in ("noisy", *METHODS))
     assert {"configuration", "fov", "image", "method", "psnr", "ssim", "psnr_per_image",
             "ssim_per_image"} <= set(per_image.columns)
-    assert sorted(per_image["image"]) == ["2.zarr[0]", "2.zarr[0]", "2.zarr[2]", "2.zarr[2]"]
+    assert sorted(per_image["image"]) == ["2.zarr[0]"] * 6 + ["2.zarr[2]"] * 6
     summary = pd.read_csv(results / "reports/summary.csv").set_index("method")
     assert {"configuration", "n", "psnr_mean", "psnr_std", "ssim_mean", "psnr_per_image_mean"} <= set(summary.columns)
-    assert summary.loc["n2sr", "psnr_mean"] > summary.loc["noisy", "psnr_mean"], summary
+    print(summary[["psnr_mean", "ssim_mean", "psnr_per_image_mean", "ssim_per_image_mean"]].to_string())
+    for method in METHODS:
+        assert summary.loc[method, "psnr_mean"] > summary.loc["noisy", "psnr_mean"], summary
+    table = pd.read_csv(results / "reports/table_fixed.csv", keep_default_na=False)
+    assert list(table.columns) == ["configuration", "convention", "n", "noisy", *METHODS]
+    assert table.loc[0, "n"] == 2 and table.loc[0, "convention"] == "fixed"
 
     rerun = snakemake("-n", "--configfile", "config.yaml", "--directory", str(work), cwd=work)
     assert "Nothing to be done" in rerun.stdout, rerun.stdout

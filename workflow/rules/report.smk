@@ -12,6 +12,11 @@ rule summarize:
             caption="../report/table.rst",
             category="Evaluation",
         ),
+        table_fixed=report(
+            "results/reports/table_fixed.csv",
+            caption="../report/table.rst",
+            category="Evaluation",
+        ),
         per_configuration=configuration_summaries(),
     log:
         "logs/summarize/summarize.log",

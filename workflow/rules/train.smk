@@ -26,3 +26,23 @@ rule train:
     shell:
         "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q} --resume"
         " {params.options} > {log:q} 2>&1"
+
+
+# The baselines' U-Nets train with the same settings, each in its own folder under the
+# configuration's models (n2sr keeps the top level).
+use rule train as train_baseline with:
+    output:
+        model=f"results/models/{{configuration}}/{{method,{UNET_BASELINES}}}/model.pt",
+        curve="results/models/{configuration}/{method}/curve.csv",
+        plot=report(
+            "results/models/{configuration}/{method}/curve.png",
+            caption="../report/curve.rst",
+            category="Training",
+            labels={"configuration": "{configuration}", "method": "{method}"},
+        ),
+    log:
+        "logs/train/{configuration}/{method}.log",
+    params:
+        options=lambda wildcards: cli_options({"captures": config["train_captures"], **config["train"]})
+        + " "
+        + train_method_options(wildcards),
