@@ -61,7 +61,7 @@ def crops_figure(reference: np.ndarray, panels: Mapping[str, np.ndarray], out: s
         ax.axis("off")
     ys, xs = window
     fig.suptitle(f"{title} crop y {ys.start}:{ys.stop}, x {xs.start}:{xs.stop}".strip(), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))  # leave room for the title above the panel labels
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
