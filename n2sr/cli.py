@@ -30,19 +30,20 @@ def _option_type(tp: Any) -> tuple[Any, Sequence[Any] | None]:
     return tp, None
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """One ``--field-name`` option per field; defaults stay in the dataclass (None = not given)."""
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = (),
+                          aliases: dict[str, str] | None = None) -> None:
+    """One ``--field-name`` option per field (plus any short alias); defaults stay in the dataclass."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *([aliases[f.name]] if aliases and f.name in aliases else [])]
         tp, choices = _option_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
         else:
-            parser.add_argument(flag, type=tp, choices=choices, default=None, help=f"(default: {default})")
+            parser.add_argument(*flags, type=tp, choices=choices, default=None, help=f"(default: {default})")
 
 
 def collect(ns: argparse.Namespace, cls: type, **extra: Any) -> Any:
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captures", type=_captures, help="t indices of a Zarr input to denoise")
     p.add_argument("--sr", type=Path, help="also write the 2x super-resolved image here")
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
-    add_dataclass_options(p, DenoiseConfig)
+    add_dataclass_options(p, DenoiseConfig, aliases={"tile_size": "--tile"})
 
     p = sub.add_parser("bm3d", help="denoise an image or stack with BM3D (noise estimated from each plane)")
     p.add_argument("input", type=Path)
