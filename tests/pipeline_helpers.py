@@ -216,3 +216,19 @@ def assert_same_outputs(a: Path, b: Path) -> list[str]:
                 assert torch.equal(m["model"][k], n["model"][k]), f"{rel}: weight {k} differs"
             assert (m["step"], m["steps"]) == (n["step"], n["steps"]), rel
     return sorted(left)
+
+
+def tiny_synthetic_config(work: Path, root: str) -> dict:
+    """Spec and sheet of the tiny synthetic archive in `work` (generated under `root` by the
+    pipeline's synth step); returns the default config pointed at them, for tests to adjust."""
+    (work / "spec.yaml").write_text(yaml.safe_dump({
+        "configurations": {"demo": {"photons": 10.0, "read_sigma": 1.0}},
+        "fovs": 2, "captures": 3, "shape": [64, 64], "dtype": "uint8"}))
+    (work / "samples.tsv").write_text(
+        "configuration\tfov\traw\treference\tsplit\n"
+        f"demo\t1\t{root}/demo/raw/1\t\ttrain\n"
+        f"demo\t2\t{root}/demo/raw/2\t{root}/demo/gt/2/clean.tif\ttest\n")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config.update(synthetic={"root": root, "seed": 1, "spec": "spec.yaml"}, samples="samples.tsv",
+                  test_captures=[0, 2])
+    return config

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from n2sr.io import read_image
+from pipeline_helpers import tiny_synthetic_config
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -118,17 +119,7 @@ def write_tiny_run(work: Path) -> None:
     same number of steps with the same arithmetic.
     """
     work.mkdir(parents=True)
-    root = "archive"
-    (work / "spec.yaml").write_text(yaml.safe_dump({
-        "configurations": {"demo": {"photons": 10.0, "read_sigma": 1.0}},
-        "fovs": 2, "captures": 3, "shape": [64, 64], "dtype": "uint8"}))
-    (work / "samples.tsv").write_text(
-        "configuration\tfov\traw\treference\tsplit\n"
-        f"demo\t1\t{root}/demo/raw/1\t\ttrain\n"
-        f"demo\t2\t{root}/demo/raw/2\t{root}/demo/gt/2/clean.tif\ttest\n")
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config.update(synthetic={"root": root, "seed": 1, "spec": "spec.yaml"}, samples="samples.tsv",
-                  test_captures=[0, 2])
+    config = tiny_synthetic_config(work, "archive")
     config["train"].update(iterations=60, minutes=20, patch_size=32, val_every=30, checkpoint_every=30,
                            precision="fp32", device="auto")
     config["denoise"].update(tile_size=32, write_sr=True, write_tiff=True, precision="fp32", device="auto")

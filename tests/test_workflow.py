@@ -17,6 +17,7 @@ from n2sr import samples as smp
 from n2sr.denoise import DenoiseConfig
 from n2sr.model import ModelConfig
 from n2sr.train import TrainConfig
+from pipeline_helpers import tiny_synthetic_config
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -210,17 +211,8 @@ def test_pipeline_end_to_end(tmp_path):
     """Tiny archive in folders whose names need quoting; every method's denoised PSNR must beat noisy PSNR."""
     work = tmp_path / "run dir"
     work.mkdir()
-    root = "archive 'demo'"
-    (work / "spec.yaml").write_text(yaml.safe_dump({
-        "configurations": {"demo": {"photons": 10.0, "read_sigma": 1.0}},
-        "fovs": 2, "captures": 3, "shape": [64, 64], "dtype": "uint8"}))
-    (work / "samples.tsv").write_text(
-        "configuration\tfov\traw\treference\tsplit\n"
-        f"demo\t1\t{root}/demo/raw/1\t\ttrain\n"
-        f"demo\t2\t{root}/demo/raw/2\t{root}/demo/gt/2/clean.tif\ttest\n")
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config.update(synthetic={"root": root, "seed": 1, "spec": "spec.yaml"}, samples="samples.tsv",
-                  test_captures=[0, 2], methods=list(METHODS))
+    config = tiny_synthetic_config(work, "archive 'demo'")
+    config["methods"] = list(METHODS)
     config["train"].update(iterations=150, minutes=None, patch_size=32, val_every=50, checkpoint_every=50)
     config["denoise"].update(tile_size=32, write_sr=True, write_tiff=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
