@@ -61,6 +61,14 @@ def _captures(text: str) -> list[int]:
     return out
 
 
+def _name_value(text: str) -> tuple[str, str]:
+    """``NAME=PATH`` -> (NAME, PATH); the path may itself contain '='."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH")
+    return name, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from n2sr.denoise import DenoiseConfig
     from n2sr.model import ModelConfig
@@ -76,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spec", type=Path, help="YAML file with the archive spec (default: built-in)")
+
+    p = sub.add_parser("add-noise", help="the paper's synthetic experiment: stored noisy copies of clean references")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--reference", action="append", required=True, type=_name_value, metavar="NAME=PATH",
+                   help="a clean 0-255 image; NAME becomes its FOV folder; repeatable")
+    p.add_argument("--noise", action="append", required=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                   help="a noise model (one configuration): lam (photons at 255) and/or sigma; repeatable, "
+                        "e.g. gaussian_s15:sigma=15 poisson_l20:lam=20 mixed:lam=15,sigma=5")
+    p.add_argument("--captures", type=int, default=2, help="independent noisy copies per reference (default: 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["float32", "uint8"], default="float32",
+                   help="float32: exact noise statistics; uint8: clipped and rounded (default: float32)")
 
     p = sub.add_parser("ingest", help="raw stack, file or folder series -> OME-Zarr")
     p.add_argument("source", type=Path)
@@ -148,6 +168,11 @@ def run(ns: argparse.Namespace) -> None:
 
     if ns.command == "synth":
         steps.synth_step(ns.out_dir, seed=ns.seed, spec=ns.spec)
+    elif ns.command == "add-noise":
+        from n2sr.synthetic_noise import make_noise_archive, parse_noise
+
+        make_noise_archive(ns.out_dir, dict(ns.reference), dict(map(parse_noise, ns.noise)), captures=ns.captures,
+                           seed=ns.seed, dtype=ns.dtype)
     elif ns.command == "ingest":
         from n2sr.ingest import ingest
 

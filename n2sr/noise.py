@@ -100,7 +100,7 @@ def add_poisson(
 
 def add_poisson_gaussian(
     clean: np.ndarray,
-    lam: float,
+    lam: float | None,
     sigma: float,
     rng: np.random.Generator,
     *,
@@ -109,8 +109,8 @@ def add_poisson_gaussian(
 ) -> np.ndarray:
     """`add_poisson` then `add_gaussian`: variance ``255 clean / lam + sigma**2``.
 
-    The paper's mixed noise is lam = 15, sigma = 5. Parameters and return value as in
-    `add_gaussian` and `add_poisson`.
+    The paper's mixed noise is lam = 15, sigma = 5; ``lam=None`` leaves out the Poisson part
+    (= `add_gaussian`). Parameters and return value as in `add_gaussian` and `add_poisson`.
     """
     return _add_noise(clean, lam=lam, sigma=sigma, rng=rng, clip=clip, quantize=quantize)
 

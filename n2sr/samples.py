@@ -1,7 +1,8 @@
 """The sample table: one row per (configuration, field of view) the pipeline works on.
 
-Rows come from a TSV sheet (config key ``samples``) or are discovered in an FMD-style
-archive (``archive``: ``<root>/<configuration>/raw/<fov>/``). They are checked here, once,
+Rows come from a TSV sheet (config key ``samples``), are discovered in an FMD-style
+archive (``archive``: ``<root>/<configuration>/raw/<fov>/``), or follow from the noisy copies
+of references the pipeline generates (``synthetic.references``). They are checked here, once,
 when Snakemake reads the workflow, so a wrong row stops the run at start with its line and
 problem named, rather than one job failing hours into a cluster run.
 
@@ -76,6 +77,37 @@ def discover(archive: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+def noise_copy_rows(synthetic: Mapping[str, Any]) -> list[Row]:
+    """Rows of the paper's synthetic-noise archive (`n2sr.synthetic_noise`) a config will generate.
+
+    One configuration per noise model, one FOV ``<configuration>-<fov>`` per selected
+    reference, scored against that reference; the noisy folders are produced by the pipeline,
+    so only the references must exist now.
+    """
+    refs = synthetic["references"]
+    root = Path(synthetic["root"])
+    rows: list[Row] = []
+    for noise in synthetic["noise"]:
+        for name, source, split in reference_names(refs):
+            rows.append((f"synthetic noise {noise} reference {name}",
+                         {"configuration": noise, "fov": name, "raw": str(root / noise / "raw" / name),
+                          "reference": source, "split": split}))
+    return rows
+
+
+def reference_names(references: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(FOV name, reference path, split) of each reference selected by `synthetic.references`."""
+    out = []
+    for configuration, fovs in references["configurations"].items():
+        train = [str(f) for f in fovs.get("train_fovs", [])]
+        test = [str(f) for f in fovs.get("test_fovs", [])]
+        for fov in dict.fromkeys(train + test):
+            split = "both" if fov in train and fov in test else "train" if fov in train else "test"
+            path = Path(references["root"]) / references["path"].format(configuration=configuration, fov=fov)
+            out.append((f"{configuration}-{fov}", str(path), split))
+    return out
+
+
 def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
                produced: Iterable[str | os.PathLike[str]] = ()) -> pd.DataFrame:
     """Validate rows against the sample schema and the file system; return the table.
@@ -115,11 +147,15 @@ def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
 def sample_table(config: Mapping[str, Any], schema: Mapping[str, Any]) -> pd.DataFrame:
     """The checked table for a workflow config: from ``samples`` or ``archive``, exactly one."""
     sheet, archive = config.get("samples"), config.get("archive")
+    synthetic = config.get("synthetic")
+    if synthetic and synthetic.get("references"):
+        if sheet is not None or archive is not None:
+            raise SampleError("config: synthetic.references generates the samples; set samples and archive to null")
+        return check_rows(noise_copy_rows(synthetic), schema, produced=[synthetic["root"]])
     if (sheet is None) == (archive is None):
         raise SampleError("config: set exactly one of 'samples' (a TSV sheet) and 'archive' (FMD-style discovery); "
                           f"got samples={sheet!r}, archive={'set' if archive else None}")
     rows = read_sheet(sheet) if sheet is not None else discover(archive)
-    synthetic = config.get("synthetic")
     return check_rows(rows, schema, produced=[synthetic["root"]] if synthetic else [])
 
 

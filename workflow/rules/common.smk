@@ -10,7 +10,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from n2sr.samples import TEST_SPLITS, TRAIN_SPLITS, sample_table
+from n2sr.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
 
 
 class ConfigError(ValueError):
@@ -81,6 +81,16 @@ def cli_options(values: Mapping[str, Any]) -> str:
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             words.extend([f"--{name}", shlex.quote(text)])
     return " ".join(words)
+
+
+def add_noise_options() -> str:
+    """`n2sr add-noise` options: one --reference NAME=PATH per reference, one --noise per model."""
+    words = [f"--reference {shlex.quote(f'{name}={source}')}"
+             for name, source, _ in reference_names(SYNTHETIC["references"])]
+    for name, params in SYNTHETIC["noise"].items():
+        words.append("--noise " + shlex.quote(f"{name}:" + ",".join(f"{k}={v}" for k, v in params.items())))
+    options = cli_options({"captures": SYNTHETIC["captures"], "seed": SYNTHETIC["seed"], "dtype": SYNTHETIC["dtype"]})
+    return " ".join([*words, options])
 
 
 def produced(path: str) -> str:

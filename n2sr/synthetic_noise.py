@@ -1,0 +1,160 @@
+"""The paper's synthetic-noise archive (Table 1): stored noisy copies of clean references.
+
+The paper adds Gaussian, Poisson and mixed Poisson-Gaussian noise to FMD's averaged images
+and trains and tests every method on the result. The noise is drawn here once, from a
+recorded seed, and written to disk: every method then trains on the same fixed noisy
+images, as on real data. Re-drawing the noise at every epoch would hand the network fresh
+independent samples of each pixel, a luxury no real archive offers, and inflate PSNR.
+
+    root/manifest.csv                                   one row per file: source, noise, seed
+    root/<noise>/raw/<name>/capture_<kk>.tif            the noisy copies of reference <name>
+
+The layout is the one `n2sr.synthetic` writes (and FMD uses), so ingest treats each noise
+as a configuration and each reference as a field of view; the references themselves stay
+where they are and are scored against directly. Everything is a function of (seed, noise
+name, reference name, capture): adding a reference or a noise level leaves the others'
+images unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from n2sr import io
+from n2sr.noise import FULL_SCALE, add_poisson_gaussian, paper_noise_model
+
+NOISE_KEYS = ("lam", "sigma")
+DTYPES = ("float32", "uint8")
+
+
+def parse_noise(text: str) -> tuple[str, dict[str, float]]:
+    """``gaussian_s15:sigma=15`` -> ("gaussian_s15", {"sigma": 15.0}); the CLI's --noise."""
+    name, sep, params = text.partition(":")
+    if not sep or not name:
+        raise ValueError(f"--noise {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE], e.g. mixed:lam=15,sigma=5")
+    values: dict[str, float] = {}
+    for item in filter(None, params.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in NOISE_KEYS:
+            raise ValueError(f"--noise {text!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(NOISE_KEYS)}")
+        try:
+            values[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--noise {text!r}: {key} value {value!r} is not a number") from None
+    return name, values
+
+
+def noisy_copy(clean: np.ndarray, *, lam: float | None = None, sigma: float = 0.0, rng: np.random.Generator,
+               dtype: str = "float32") -> np.ndarray:
+    """One noisy copy of `clean` (0-255 scale) under the paper's noise model.
+
+    ``float32`` keeps the noise exactly zero-mean with the stated variance (no clipping, so
+    dark pixels can go negative); ``uint8`` clips to 0-255 and rounds, as an 8-bit camera
+    file would, which biases the noise in the dark background.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    eight_bit = dtype == "uint8"
+    return add_poisson_gaussian(clean, lam, sigma, rng, clip=eight_bit, quantize=eight_bit).astype(dtype)
+
+
+def make_noise_archive(
+    root: str | os.PathLike[str],
+    references: Mapping[str, str | os.PathLike[str]],
+    noise: Mapping[str, Mapping[str, float]],
+    *,
+    captures: int = 2,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> pd.DataFrame:
+    """Write noisy copies of every reference under every noise model; return the manifest.
+
+    Parameters
+    ----------
+    root : path
+        Output directory, built as a temporary sibling and renamed into place (an interrupted
+        run leaves nothing that looks finished). An existing archive (with ``manifest.csv``)
+        is replaced; any other non-empty directory is refused.
+    references : mapping name -> path
+        Clean single-plane images on the 0-255 scale (FMD's avg50 PNGs); the name becomes
+        the field-of-view folder, so it must be a plain folder name.
+    noise : mapping name -> {"lam": float, "sigma": float}
+        Each entry is one configuration: Poisson noise with `lam` photons at full scale
+        (omit for none) plus Gaussian noise of std `sigma` (default 0); see
+        `n2sr.noise.paper_noise_model` for the formula.
+    captures : int >= 1
+        Independent noisy copies per reference (2: a Noise2Noise pair, as in the paper).
+    seed : int
+        Recorded in the manifest; the images are a function of it.
+    dtype : "float32" (exact noise statistics) or "uint8" (clipped and rounded)
+    """
+    _check(references, noise, captures)
+    root = Path(root)
+    if root.exists() and any(root.iterdir()) and not (root / "manifest.csv").is_file():
+        raise ValueError(f"{root}: exists and is not a generated archive (no manifest.csv); refusing to replace it")
+    cleans = {name: _read_reference(Path(path)) for name, path in references.items()}
+    width = max(2, len(str(captures - 1)))
+    rows = []
+    with io.atomic_path(root) as tmp:
+        for noise_name, params in noise.items():
+            lam, sigma = params.get("lam"), float(params.get("sigma", 0.0))
+            model = paper_noise_model(lam, sigma)
+            for name, (clean, source, sha) in cleans.items():
+                rng = np.random.default_rng([seed, _key(noise_name), _key(name)])
+                for k in range(captures):
+                    rel = Path(noise_name, "raw", name, f"capture_{k:0{width}d}.tif")
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    tifffile.imwrite(tmp / rel, noisy_copy(clean, lam=lam, sigma=sigma, rng=rng, dtype=dtype),
+                                     photometric="minisblack")
+                    rows.append({"path": rel.as_posix(), "configuration": noise_name, "fov": name, "capture": k,
+                                 "source": source, "source_sha256": sha, "lam": lam, "sigma": sigma,
+                                 "a": model.a, "b": model.b, "dtype": dtype, "seed": seed})
+        manifest = pd.DataFrame(rows)
+        manifest.to_csv(tmp / "manifest.csv", index=False)
+    return manifest
+
+
+def _key(name: str) -> int:
+    """A stable integer for a name (``hash()`` changes between interpreter runs)."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def _read_reference(path: Path) -> tuple[np.ndarray, str, str]:
+    image = io.read_image(path)
+    if image.ndim != 2:
+        image = np.squeeze(image)
+    if image.ndim != 2:
+        raise io.InputError(path, f"has shape {image.shape}; a reference must be a single plane")
+    if image.min() < 0 or image.max() > FULL_SCALE:
+        raise io.InputError(path, f"has values {image.min():g}..{image.max():g}; the paper's noise levels are "
+                                  f"defined on the 0-{FULL_SCALE:g} scale (8-bit images)")
+    return image.astype(np.float64), str(path), io.sha256_file(path)
+
+
+def _check(references: Mapping[str, object], noise: Mapping[str, Mapping[str, float]], captures: int) -> None:
+    """Reject a bad spec before anything is read or written, naming the offending entry."""
+    if not references:
+        raise ValueError("no references: give at least one NAME=PATH")
+    if not noise:
+        raise ValueError("no noise models: give at least one, e.g. gaussian_s15:sigma=15")
+    for kind, names in (("reference", references), ("noise", noise)):
+        for name in names:
+            if not name or name != Path(name).name or name.startswith(".") or name in ("raw", "gt"):
+                raise ValueError(f"{kind} name {name!r} must be a plain folder name")
+    for name, params in noise.items():
+        unknown = set(params) - set(NOISE_KEYS)
+        if unknown or not params:
+            raise ValueError(f"noise {name!r} has keys {sorted(params)}; expected lam and/or sigma")
+        try:
+            paper_noise_model(params.get("lam"), float(params.get("sigma", 0.0)))
+        except ValueError as exc:
+            raise ValueError(f"noise {name!r}: {exc}") from None
+    if captures < 1:
+        raise ValueError(f"captures must be >= 1; got {captures}")
