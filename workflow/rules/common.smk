@@ -186,6 +186,42 @@ def metrics_csvs() -> list[str]:
             for c, f in zip(TEST["configuration"], TEST["fov"])]
 
 
+PARTIAL_REPORTS = "results/reports/partial"
+
+
+def partial_report() -> None:
+    """After a run with failed jobs (--keep-going), summarise the test FOVs that were scored.
+
+    The real summary needs every test FOV, so one bad file would leave the morning's report
+    empty. This writes the same tables over the per-FOV metric CSVs present into
+    results/reports/partial/, with missing.txt listing the ones that are not, and never touches
+    the real summary (Snakemake does not see these files).
+    """
+    expected = metrics_csvs()
+    present = [p for p in expected if os.path.isfile(p)]
+    if not present:
+        return
+    os.makedirs(PARTIAL_REPORTS, exist_ok=True)
+    os.makedirs("logs/summarize", exist_ok=True)
+    with open(os.path.join(PARTIAL_REPORTS, "missing.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(f"{p}\n" for p in expected if p not in present))
+    try:
+        shell(f"n2sr summarize {' '.join(map(shlex.quote, present))} --out-dir {shlex.quote(PARTIAL_REPORTS)}"
+              " > logs/summarize/partial.log 2>&1")
+    except Exception:  # a failure here must not mask the run's own errors
+        print("n2sr: the partial summary failed too; see logs/summarize/partial.log", file=sys.stderr)
+        return
+    print(f"n2sr: {len(present)} of {len(expected)} per-FOV metric CSVs summarised in {PARTIAL_REPORTS}/ "
+          f"(missing ones listed in {PARTIAL_REPORTS}/missing.txt)", file=sys.stderr)
+
+
+def discard_partial_report() -> None:
+    """A complete run supersedes the partial tables of an earlier failed one."""
+    import shutil
+
+    shutil.rmtree(PARTIAL_REPORTS, ignore_errors=True)
+
+
 def configuration_summaries() -> list[str]:
     return [f"results/reports/{c}_summary.csv" for c in TEST["configuration"].unique()]
 
