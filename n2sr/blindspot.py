@@ -8,13 +8,17 @@ the supervised loss plus the noise variance (the same argument as Noise2SR's The
 The guarantee is exact here: a prediction at a masked pixel never depends on that pixel's
 noisy value, also not through a *neighbouring* masked pixel's replacement (tested by gradient).
 
-- `n2v_mask` (Krull et al., CVPR 2019): stratified random pixels, about 1% of each patch, each
-  replaced by a random pixel of its 5x5 neighbourhood other than itself. Masked pixels are kept
-  at least ``radius + 1`` apart, so a replacement never copies another masked pixel.
-- `n2s_mask` (Batson & Royer, ICML 2019): a J-invariant grid, one random phase of a 4x4 grid
-  per sample (1/16 of the pixels), each masked pixel replaced by the weighted mean of its eight
-  neighbours ("donut" interpolation, the authors' ``interp`` mode); on a stride-4 grid no
-  neighbour is itself masked.
+- `n2v_mask` (Krull et al., CVPR 2019): stratified random pixels, one per ``box x box`` cell
+  (default 10: about 1% of each patch), each replaced by a random pixel of its
+  ``(2 radius + 1)^2`` neighbourhood other than itself (default radius 2: 5x5). Masked pixels
+  are kept at least ``radius + 1`` apart, so a replacement never copies another masked pixel.
+- `n2s_mask` (Batson & Royer, ICML 2019): a J-invariant grid, one random phase of a
+  ``grid x grid`` lattice per sample (default 4: 1/16 of the pixels), each masked pixel replaced
+  by the weighted mean of its eight neighbours ("donut" interpolation, the authors' ``interp``
+  mode); on a stride >= 3 grid no neighbour is itself masked.
+
+The defaults below are the published settings; training takes them from `TrainConfig`
+(``n2v_box``, ``n2v_radius``, ``n2s_grid``), so a run can change them from the config.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ def n2v_mask(x: torch.Tensor, generator: torch.Generator | None = None, *, box: 
     inp : Tensor (N, C, H, W), `x` with every blind spot replaced by a neighbour's value.
     mask : Tensor (N, C, H, W), dtype of `x`: 1 at blind spots, 0 elsewhere.
     """
+    if radius < 1:
+        raise ValueError(f"radius must be >= 1 so a blind spot has neighbours to copy, got {radius}")
     n, c, h, w = _check(x, 2 * radius)
     if box <= radius + 1:
         raise ValueError(f"box ({box}) must exceed radius + 1 ({radius + 1}) to keep blind spots apart")

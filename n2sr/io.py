@@ -224,11 +224,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     output that Snakemake or a later step would take as complete. For directories (Zarr)
     a stale target is moved aside and deleted, since `os.replace` cannot replace a
     non-empty directory; that swap is two renames, not one.
+
+    A job killed outright (SIGKILL, node failure) cannot clean up, so its ``.name.tmp-<pid>``
+    and ``.name.old-<pid>`` stay behind. Each write first removes every such sibling of `path`,
+    whatever its pid: that is safe because there is one writer per output at a time
+    (Snakemake schedules one job per output), so none of them belongs to a live write.
+    Siblings of other names are left alone.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _remove(tmp)
     try:
         yield tmp
         if not tmp.exists():
@@ -245,6 +251,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Delete ``.name.tmp-<pid>`` / ``.name.old-<pid>`` left by earlier writes of `path`."""
+    prefixes = (f".{path.name}.tmp-", f".{path.name}.old-")
+    for sibling in path.parent.iterdir():
+        for prefix in prefixes:
+            if sibling.name.startswith(prefix) and sibling.name[len(prefix):].isdigit():
+                _remove(sibling)
 
 
 def _remove(path: Path) -> None:

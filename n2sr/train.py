@@ -33,10 +33,11 @@ import torch
 from tqdm import tqdm
 
 from n2sr import checkpoint
+from n2sr.blindspot import N2S_GRID, N2V_BOX, N2V_RADIUS
 from n2sr.device import Precision, autocast, pick_device, resolve_precision
 from n2sr.model import ModelConfig, build_model
 from n2sr.normalize import Normalizer
-from n2sr.objectives import Objective, objective
+from n2sr.objectives import Objective, method_settings, objective
 from n2sr.subsample import complement_mse
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class TrainConfig:
     val_every: int = 100
     val_patches: int = 32
     checkpoint_every: int = 100
+    n2v_box: int = N2V_BOX
+    n2v_radius: int = N2V_RADIUS
+    n2s_grid: int = N2S_GRID
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -71,9 +75,17 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
+        if self.n2v_radius < 1:
+            raise ValueError(f"n2v_radius must be >= 1 (a blind spot needs neighbours to copy), got {self.n2v_radius}")
+        if self.n2v_box <= self.n2v_radius + 1:
+            raise ValueError(f"n2v_box must exceed n2v_radius + 1 = {self.n2v_radius + 1} so a replacement never "
+                             f"copies another blind spot, got {self.n2v_box}")
+        if self.n2s_grid < 3:
+            raise ValueError(f"n2s_grid must be >= 3 so masked pixels have unmasked neighbours, got {self.n2s_grid}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """From a recorded ``train_config``; keys added since it was written take their defaults."""
         d = dict(d)
         model = d.pop("model", {})
         return cls(**d, model=model if isinstance(model, ModelConfig) else ModelConfig(**model))
@@ -152,9 +164,14 @@ def _sample_batch(planes: Sequence[torch.Tensor], cfg: TrainConfig, gen: torch.G
 
 
 def _fingerprint(planes: Sequence[np.ndarray], cfg: TrainConfig, method: str) -> str:
-    """Identifies the data, method and settings a resume state belongs to (the budget may change)."""
+    """Identifies the data, method and settings a resume state belongs to (the budget may change).
+
+    Other methods' settings (e.g. ``n2s_grid`` for n2v) are left out: they do not change this
+    run, and states written before those settings existed still match.
+    """
     h = hashlib.sha256()
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("iterations", "minutes", "device")}
+    ignored = {"iterations", "minutes", "device"} | (method_settings() - set(objective(method).settings))
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ignored}
     settings["method"] = method
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for p in planes:
@@ -206,7 +223,7 @@ def train(
     """
     out = Path(out)
     t_start = time.monotonic()
-    obj = objective(method)
+    obj = objective(method, cfg)
     expected = (obj.captures,) if obj.captures > 1 else ()
     for i, p in enumerate(planes):
         name = sources[i] if i < len(sources) else f"plane {i}"

@@ -3,17 +3,20 @@ same-size U-Net denoising tiles exactly, BM3D runs as a step."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import tifffile
 import torch
 
-from n2sr import checkpoint
+from n2sr import checkpoint, objectives
 from n2sr.blindspot import n2s_mask, n2v_mask
-from n2sr.cli import main
+from n2sr.cli import build_parser, collect, main
 from n2sr.denoise import DenoiseConfig, denoise_plane
 from n2sr.model import ModelConfig, UNet, receptive_field
 from n2sr.normalize import Normalizer
+from n2sr.objectives import objective
 from n2sr.train import TrainConfig, state_path, train
 
 TINY = dict(batch_size=4, patch_size=32, val_every=3, checkpoint_every=3, precision="fp32", device="cpu",
@@ -50,6 +53,72 @@ def test_n2v_masks_about_one_percent_and_never_copies_the_centre():
 def test_n2s_masks_one_grid_phase():
     _, mask = n2s_mask(torch.zeros(2, 1, 16, 16), torch.Generator().manual_seed(0))
     assert mask[0].sum() == 16 and mask.mean() == 1 / 16
+
+
+def test_blind_spot_settings_reach_the_masks():
+    x = torch.arange(8 * 64 * 64, dtype=torch.float32).reshape(8, 1, 64, 64)
+    gen = torch.Generator().manual_seed(0)
+    inp, _, mask = objective("n2v", TrainConfig(n2v_box=4, n2v_radius=1)).make(x, gen)
+    assert 0.05 < mask.mean() < 0.075  # ~1/16, not the default 1/100
+    # replacements come from the 3x3 window: at most one row and one column away
+    ys, xs = np.nonzero(mask[0, 0].numpy())
+    src = inp[0, 0].numpy()[ys, xs].astype(np.int64)
+    assert (np.abs(src // 64 - ys) <= 1).all() and (np.abs(src % 64 - xs) <= 1).all()
+    _, _, mask = objective("n2s", TrainConfig(n2s_grid=5)).make(torch.zeros(2, 1, 20, 20), gen)
+    assert mask.mean() == 1 / 25
+    _, _, mask = objective("n2s").make(torch.zeros(2, 1, 20, 20), gen)
+    assert mask.mean() == 1 / 16  # without a config: the published default
+
+
+def test_train_masks_with_the_configured_settings(tmp_path, monkeypatch):
+    seen = []
+
+    def spy(x, gen, *, grid):
+        seen.append(grid)
+        return n2s_mask(x, gen, grid=grid)
+
+    monkeypatch.setattr(objectives, "n2s_mask", spy)
+    train(_planes(), TrainConfig(iterations=1, n2s_grid=5, **TINY), tmp_path / "m.pt", method="n2s", progress=False)
+    assert seen and set(seen) == {5}
+    assert checkpoint.load(tmp_path / "m.pt")["train_config"]["n2s_grid"] == 5
+
+
+@pytest.mark.parametrize("bad, key", [
+    (dict(n2v_box=3, n2v_radius=2), "n2v_box"),
+    (dict(n2v_radius=0), "n2v_radius"),
+    (dict(n2s_grid=2), "n2s_grid"),
+])
+def test_bad_blind_spot_settings_are_refused_by_name(bad, key):
+    with pytest.raises(ValueError, match=f"^{key} must"):
+        TrainConfig(**bad)
+
+
+def test_cli_takes_the_blind_spot_settings():
+    ns = build_parser().parse_args(["train", "a.zarr", "--out", "m.pt", "--method", "n2v", "--n2v-box", "8",
+                                    "--n2v-radius", "3", "--n2s-grid", "6"])
+    cfg = collect(ns, TrainConfig, model=collect(ns, ModelConfig))
+    assert (cfg.n2v_box, cfg.n2v_radius, cfg.n2s_grid) == (8, 3, 6)
+
+
+def test_train_config_recorded_before_the_blind_spot_settings_loads_with_defaults():
+    old = {k: v for k, v in TrainConfig(seed=5).__dict__.items() if not k.startswith(("n2v_", "n2s_"))}
+    old["model"] = old["model"].__dict__
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.seed == 5 and (cfg.n2v_box, cfg.n2v_radius, cfg.n2s_grid) == (10, 2, 4)
+
+
+@pytest.mark.parametrize("method, change, resumes", [
+    ("n2v", dict(n2v_box=8), False),
+    ("n2v", dict(n2s_grid=5), True),  # another method's setting
+    ("n2sr", dict(n2v_radius=3), True),
+])
+def test_resume_state_depends_on_the_methods_own_settings(tmp_path, caplog, method, change, resumes):
+    train(_planes(), TrainConfig(iterations=3, **TINY), tmp_path / "m.pt", method=method, progress=False)
+    caplog.set_level(logging.INFO, logger="n2sr.train")
+    train(_planes(), TrainConfig(iterations=4, **change, **TINY), tmp_path / "m.pt", method=method, resume=True,
+          progress=False)
+    assert ("resumed from" in caplog.text) is resumes
+    assert ("starting from scratch" in caplog.text) is not resumes
 
 
 @pytest.mark.parametrize("method", ["n2v", "n2n"])

@@ -190,6 +190,23 @@ def test_atomic_path_requires_output(tmp_path):
     assert not (tmp_path / "never.tif").exists()
 
 
+def test_atomic_path_removes_siblings_left_by_killed_writers(tmp_path):
+    """A SIGKILLed job's .name.tmp-<pid> / .name.old-<pid> (dir or file) go with the next write."""
+    target = tmp_path / "out.zarr"
+    (tmp_path / ".out.zarr.tmp-999991" / "0").mkdir(parents=True)
+    (tmp_path / ".out.zarr.tmp-999991" / "0" / "chunk").write_bytes(b"torn")
+    (tmp_path / ".out.zarr.old-999992").write_text("stale")
+    others = [".other.zarr.tmp-999991", ".out.zarr.tmp-notapid", ".out.zarr.x.tmp-999993", "out.zarr.tmp-999994"]
+    for name in others:
+        (tmp_path / name).write_text("keep")
+    with io.atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "data").write_text("new")
+    assert leftovers(target) == [".out.zarr.tmp-notapid", ".out.zarr.x.tmp-999993"]
+    assert (target / "data").read_text() == "new"
+    assert all((tmp_path / name).read_text() == "keep" for name in others)
+
+
 def test_sha256_file_streams(tmp_path):
     data = np.random.default_rng(2).bytes(10_000)
     (tmp_path / "b.bin").write_bytes(data)
