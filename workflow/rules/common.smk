@@ -88,7 +88,8 @@ def add_noise_options() -> str:
     words = [f"--reference {shlex.quote(f'{name}={source}')}"
              for name, source, _ in reference_names(SYNTHETIC["references"])]
     for name, params in SYNTHETIC["noise"].items():
-        words.append("--noise " + shlex.quote(f"{name}:" + ",".join(f"{k}={v}" for k, v in params.items())))
+        levels = ",".join(f"{k}={v}" for k, v in params.items())
+        words.append(f"--noise {shlex.quote(f'{name}:{levels}')}")
     options = cli_options({"captures": SYNTHETIC["captures"], "seed": SYNTHETIC["seed"], "dtype": SYNTHETIC["dtype"]})
     return " ".join([*words, options])
 
