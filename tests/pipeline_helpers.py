@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,12 @@ def tiny_config(samples: str | Path, **train: object) -> dict:
     """The shipped config with a tiny, deterministic training and denoising; `train` overrides."""
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config.update(synthetic=None, archive=None, samples=str(samples), test_captures=None)
+    return make_tiny(config, **train)
+
+
+def make_tiny(config: dict, **train: object) -> dict:
+    """`config` (changed in place and returned) with a narrow network, a few dozen fp32 CPU
+    iterations and one-thread jobs, so a run takes seconds; `train` overrides."""
     config["train"].update(iterations=40, minutes=None, batch_size=4, patch_size=32, val_every=20, val_patches=4,
                            checkpoint_every=20, precision="fp32", device="cpu", features=8, final_features=16,
                            unet_out_channels=8, sr_channels=8)
@@ -232,3 +238,29 @@ def tiny_synthetic_config(work: Path, root: str) -> dict:
     config.update(synthetic={"root": root, "seed": 1, "spec": "spec.yaml"}, samples="samples.tsv",
                   test_captures=[0, 2])
     return config
+
+
+def write_references(root: Path, configuration: str, fovs: Sequence[int], shape=(64, 64)) -> dict[int, Path]:
+    """Smooth clean 8-bit references in FMD's layout, ``root/<configuration>/gt/<fov>/avg50.png``."""
+    from PIL import Image
+
+    from n2sr.synthetic import clean_image
+
+    paths = {}
+    for fov in fovs:
+        path = root / configuration / "gt" / str(fov) / "avg50.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.rint(255 * clean_image(shape, np.random.default_rng(fov))).astype(np.uint8)).save(path)
+        paths[fov] = path
+    return paths
+
+
+def tiny_references_config(references: str, configurations: dict, noise: dict, root: str = "noisy",
+                           **train: object) -> dict:
+    """config/synthetic.yaml (the paper's synthetic-noise experiment) on other references
+    (`references`: their root, in FMD's layout; `configurations`: as synthetic.references),
+    with noisy copies written under `root` and a tiny training; `train` overrides."""
+    config = yaml.safe_load((REPO / "config/synthetic.yaml").read_text())
+    config["synthetic"].update(root=root, noise=noise)
+    config["synthetic"]["references"].update(root=references, configurations=configurations)
+    return make_tiny(config, **train)
