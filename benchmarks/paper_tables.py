@@ -18,6 +18,7 @@ schedule (2000 epochs) by ``--iterations`` steps of ``--batch-size`` crops of
 
     .venv/bin/python benchmarks/paper_tables.py --iterations 600
     .venv/bin/python benchmarks/paper_tables.py --tables-only    # re-write the tables from finished runs
+    .venv/bin/python benchmarks/paper_tables.py --unlock          # resume after a kill left Snakemake's lock
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def run_pipeline(name: str, config: dict, args: argparse.Namespace) -> float:
     command = [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(work), "--configfile", str(work / "benchmark_config.yaml"),
                "--cores", str(args.cores), "--keep-going", "--rerun-incomplete"]
+    if args.unlock:
+        subprocess.run([*command[:7], "--unlock"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     print(f"[{name}] {' '.join(command)}", flush=True)
     start = time.monotonic()
     with open(work / "snakemake.log", "a", encoding="utf-8") as log:
@@ -118,7 +121,10 @@ def run_pipeline(name: str, config: dict, args: argparse.Namespace) -> float:
     with open(work / "wall_seconds.txt", "a", encoding="utf-8") as f:
         f.write(f"{seconds:.0f}\n")
     if done.returncode:
-        raise SystemExit(f"[{name}] snakemake failed (exit {done.returncode}); see {work / 'snakemake.log'}")
+        hint = ""
+        if "LockException" in (work / "snakemake.log").read_text(encoding="utf-8")[-2000:]:
+            hint = " (a killed earlier run left its lock: if none is running, rerun with --unlock)"
+        raise SystemExit(f"[{name}] snakemake failed (exit {done.returncode}); see {work / 'snakemake.log'}{hint}")
     return seconds
 
 
@@ -262,7 +268,8 @@ def write_report(args: argparse.Namespace) -> Path:
         *timing_table(times),
     ]
     if wall:
-        lines += ["Pipeline wall time per run (training, inference, BM3D, scoring): "
+        lines += ["Pipeline wall time per run (training, inference, BM3D, scoring; summed over its invocations, "
+                  "so an interrupted and resumed run counts the work lost at the interruption): "
                   + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()) + ".", ""]
     lines += [f"Per-image rows: `{out.with_suffix('.csv').name}`; train times: "
               f"`{out.stem}_train_times.csv`; settings: `{out.with_suffix('.json').name}`.", ""]
@@ -284,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "paper_tables.md")
     parser.add_argument("--only", choices=["synthetic", "fmd_bpae_b", "fmd_single_capture"], action="append",
                         help="run only these pipeline runs (repeatable); the tables use all finished runs")
+    parser.add_argument("--unlock", action="store_true",
+                        help="first remove the locks a killed run left (only when no other run is going)")
     parser.add_argument("--tables-only", action="store_true", help="only re-write the tables from finished runs")
     args = parser.parse_args(argv)
     args.workdir = args.workdir.resolve()
