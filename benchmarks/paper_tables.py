@@ -82,6 +82,8 @@ def derived_config(base: str, args: argparse.Namespace, *, methods: list[str],
                                                    if k in configurations}
     if config.get("synthetic") and config["synthetic"].get("references"):
         config["synthetic"]["references"]["root"] = fmd
+        if args.noise:
+            config["synthetic"]["noise"] = {k: v for k, v in config["synthetic"]["noise"].items() if k in args.noise}
     config["methods"] = methods
     config["train"].update(iterations=args.iterations, minutes=None, batch_size=args.batch_size,
                            patch_size=args.patch_size, lr=args.lr, val_every=args.val_every,
@@ -158,6 +160,14 @@ def train_times(work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["configuration", "method", "iterations", "seconds"])
 
 
+def run_budget(work: Path) -> str:
+    """The training budget a run was made with (its recorded config, not this invocation's options)."""
+    config = yaml.safe_load((work / "benchmark_config.yaml").read_text())
+    train, cores = config["train"], config["resources"]["train"]["threads"]
+    return (f"{train['iterations']} iterations of batch {train['batch_size']} x {train['patch_size']}² crops, "
+            f"Adam lr {train['lr']:g}, per trained model, on {cores} CPU cores")
+
+
 def cell(part: pd.DataFrame, psnr: str, ssim: str) -> str:
     return f"{part[psnr].mean():.2f}/{part[ssim].mean():.4f}" if len(part) else "—"
 
@@ -197,7 +207,7 @@ def timing_table(times: pd.DataFrame) -> list[str]:
 
 
 def write_report(args: argparse.Namespace) -> Path:
-    frames, times, wall = [], [], {}
+    frames, times, wall, budgets = [], [], {}, {}
     for name in runs(args):
         work = args.workdir / name
         found = scores(work)
@@ -205,6 +215,7 @@ def write_report(args: argparse.Namespace) -> Path:
             print(f"[{name}] no results yet; its table rows stay empty", flush=True)
             continue
         frames.append(found.assign(run=name))
+        budgets[name] = run_budget(work)
         times.append(train_times(work).assign(run=name))
         if wall_seconds(work) is not None:
             wall[name] = wall_seconds(work)
@@ -223,8 +234,7 @@ def write_report(args: argparse.Namespace) -> Path:
     fmd = frame[frame["run"] != "synthetic"]
     noise_rows = [n for n in NOISE_LABELS if n in set(synthetic["configuration"])]
     sample_rows = [c for c in SAMPLE_LABELS if c in set(fmd["configuration"])]
-    budget = (f"{args.iterations} iterations of batch {args.batch_size} x {args.patch_size}² crops, "
-              f"Adam lr {args.lr:g}, per trained model, on {args.cores} CPU cores")
+    budget = "; ".join(sorted(set(budgets.values())))
     lines = [
         "# The paper's Table 1 and Table 2 through the n2sr pipeline, on the FMD data we have",
         "",
@@ -238,31 +248,39 @@ def write_report(args: argparse.Namespace) -> Path:
         "numbers, shown beside ours;",
         "- **fixed range** (255 for 8-bit), which does not depend on each reference's contrast.",
         "",
-        "## Table 1: synthetic noise (`config/synthetic.yaml`)",
-        "",
-        "Noise added once (seed 0, stored, never re-drawn) to the avg50 references, two independent copies "
-        "each; λ = photons at intensity 255 (`y = Poisson(λx/255)·255/λ`). Models train on both copies of "
-        "Confocal_BPAE_B FOVs 1-16 and of FOV 1 of BPAE_G, BPAE_R, FISH, MICE (N2N: the two copies as a pair) "
-        "and are scored on copy 0 of BPAE_B FOVs 17-18 (held out) and of the four FOV-1 references "
-        "(in-sample: the way a single-image method is used; their noisy copy was trained on). The paper used "
-        "180 references of 9 configurations and tested on 36 held-out images; its Poisson row is lost in our "
-        "copy of the paper except for N2SR.",
-        "",
-        *table(synthetic, noise_rows, NOISE_LABELS, PAPER_TABLE1, "per_image",
-               "All 6 test references, per-image range (paper's convention)"),
-        *table(synthetic, noise_rows, NOISE_LABELS, PAPER_TABLE1, "fixed", "All 6 test references, fixed range 255"),
-        *table(held_out, noise_rows, NOISE_LABELS, PAPER_TABLE1, "per_image",
-               "Held-out only (Confocal_BPAE_B FOVs 17-18), per-image range"),
-        "## Table 2: real noise, confocal rows (`config/fmd.yaml`)",
-        "",
-        "Capture 0 of each test FOV against avg50. Confocal_BPAE_B (Nuclei) trains on FOVs 1-16 (all captures "
-        "present: 50 of FOV 1, 5 of FOVs 2-16; N2N on consecutive pairs) and tests on FOVs 17-18, held out. "
-        "The other four configurations have FOV 1 with one capture here: trained on and denoised (in-sample), "
-        "and no Noise2Noise (it needs two captures). The paper tested on 3 captures of FOVs 19-20, "
-        "which are held back from this project. The two-photon rows need data we do not have.",
-        "",
-        *table(fmd, sample_rows, SAMPLE_LABELS, PAPER_TABLE2, "per_image", "Per-image range (paper's convention)"),
-        *table(fmd, sample_rows, SAMPLE_LABELS, PAPER_TABLE2, "fixed", "Fixed range 255"),
+    ]
+    if noise_rows:
+        lines += [
+            "## Table 1: synthetic noise (`config/synthetic.yaml`)",
+            "",
+            "Noise added once (seed 0, stored, never re-drawn) to the avg50 references, two independent copies "
+            "each; λ = photons at intensity 255 (`y = Poisson(λx/255)·255/λ`). Models train on both copies of "
+            "Confocal_BPAE_B FOVs 1-16 and of FOV 1 of BPAE_G, BPAE_R, FISH, MICE (N2N: the two copies as a pair) "
+            "and are scored on copy 0 of BPAE_B FOVs 17-18 (held out) and of the four FOV-1 references "
+            "(in-sample: the way a single-image method is used; their noisy copy was trained on). The paper used "
+            "180 references of 9 configurations and tested on 36 held-out images; its Poisson row is lost in our "
+            "copy of the paper except for N2SR.",
+            "",
+            *table(synthetic, noise_rows, NOISE_LABELS, PAPER_TABLE1, "per_image",
+                   "All 6 test references, per-image range (paper's convention)"),
+            *table(synthetic, noise_rows, NOISE_LABELS, PAPER_TABLE1, "fixed", "All 6 test references, fixed range 255"),
+            *table(held_out, noise_rows, NOISE_LABELS, PAPER_TABLE1, "per_image",
+                   "Held-out only (Confocal_BPAE_B FOVs 17-18), per-image range"),
+        ]
+    if sample_rows:
+        lines += [
+            "## Table 2: real noise, confocal rows (`config/fmd.yaml`)",
+            "",
+            "Capture 0 of each test FOV against avg50. Confocal_BPAE_B (Nuclei) trains on FOVs 1-16 (all captures "
+            "present: 50 of FOV 1, 5 of FOVs 2-16; N2N on consecutive pairs) and tests on FOVs 17-18, held out. "
+            "The other four configurations have FOV 1 with one capture here: trained on and denoised (in-sample), "
+            "and no Noise2Noise (it needs two captures). The paper tested on 3 captures of FOVs 19-20, "
+            "which are held back from this project. The two-photon rows need data we do not have.",
+            "",
+            *table(fmd, sample_rows, SAMPLE_LABELS, PAPER_TABLE2, "per_image", "Per-image range (paper's convention)"),
+            *table(fmd, sample_rows, SAMPLE_LABELS, PAPER_TABLE2, "fixed", "Fixed range 255"),
+        ]
+    lines += [
         "## Training time per model",
         "",
         *timing_table(times),
@@ -291,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "paper_tables.md")
     parser.add_argument("--only", choices=["synthetic", "fmd_bpae_b", "fmd_single_capture"], action="append",
                         help="run only these pipeline runs (repeatable); the tables use all finished runs")
+    parser.add_argument("--noise", choices=list(NOISE_LABELS), action="append",
+                        help="only these noise models of the synthetic run (repeatable; default: all three)")
     parser.add_argument("--unlock", action="store_true",
                         help="first remove the locks a killed run left (only when no other run is going)")
     parser.add_argument("--tables-only", action="store_true", help="only re-write the tables from finished runs")
