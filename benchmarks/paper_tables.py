@@ -286,8 +286,9 @@ def write_report(args: argparse.Namespace) -> Path:
         *timing_table(times),
     ]
     if wall:
-        lines += ["Pipeline wall time per run (training, inference, BM3D, scoring; summed over its invocations, "
-                  "so an interrupted and resumed run counts the work lost at the interruption): "
+        lines += ["Pipeline wall time per run (training, inference, BM3D, scoring), summed over the invocations "
+                  "that ended (an invocation killed outright records nothing, so a run resumed after a kill "
+                  "shows less than its total work): "
                   + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()) + ".", ""]
     lines += [f"Per-image rows: `{out.with_suffix('.csv').name}`; train times: "
               f"`{out.stem}_train_times.csv`; settings: `{out.with_suffix('.json').name}`.", ""]
