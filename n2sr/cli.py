@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", type=Path, help="YAML file with the archive spec (default: built-in)")
 
     p = sub.add_parser("add-noise", help="the paper's synthetic experiment: stored noisy copies of clean references")
-    p.add_argument("out_dir", type=Path)
+    p.add_argument("out_dir", type=Path, help="noise model NAME goes to OUT_DIR/NAME/, with its manifest.csv")
     p.add_argument("--reference", action="append", required=True, type=_name_value, metavar="NAME=PATH",
                    help="a clean 0-255 image; NAME becomes its FOV folder; repeatable")
     p.add_argument("--noise", action="append", required=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",

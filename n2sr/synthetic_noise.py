@@ -6,14 +6,16 @@ recorded seed, and written to disk: every method then trains on the same fixed n
 images, as on real data. Re-drawing the noise at every epoch would hand the network fresh
 independent samples of each pixel, a luxury no real archive offers, and inflate PSNR.
 
-    root/manifest.csv                                   one row per file: source, noise, seed
+    root/<noise>/manifest.csv                           one row per file: source, noise, seed
     root/<noise>/raw/<name>/capture_<kk>.tif            the noisy copies of reference <name>
 
 The layout is the one `n2sr.synthetic` writes (and FMD uses), so ingest treats each noise
 as a configuration and each reference as a field of view; the references themselves stay
 where they are and are scored against directly. Everything is a function of (seed, noise
 name, reference name, capture): adding a reference or a noise level leaves the others'
-images unchanged.
+images unchanged. Each noise model is its own folder, written on its own, so the pipeline
+makes one job (and one output) per noise model: adding a noise model to a finished
+experiment generates, trains and scores that one alone.
 """
 
 from __future__ import annotations
@@ -79,9 +81,10 @@ def make_noise_archive(
     Parameters
     ----------
     root : path
-        Output directory, built as a temporary sibling and renamed into place (an interrupted
-        run leaves nothing that looks finished). An existing archive (with ``manifest.csv``)
-        is replaced; any other non-empty directory is refused.
+        Output directory; noise model ``<noise>`` goes to ``root/<noise>/``, built as a
+        temporary sibling and renamed into place (an interrupted run leaves nothing that looks
+        finished). An existing model folder (with ``manifest.csv``) is replaced; any other
+        non-empty folder of that name is refused. Folders of other noise models are left alone.
     references : mapping name -> path
         Clean single-plane images on the 0-255 scale (FMD's avg50 PNGs); the name becomes
         the field-of-view folder, so it must be a plain folder name.
@@ -94,31 +97,40 @@ def make_noise_archive(
     seed : int
         Recorded in the manifest; the images are a function of it.
     dtype : "float32" (exact noise statistics) or "uint8" (clipped and rounded)
+
+    Returns
+    -------
+    The manifests of all the noise models written, concatenated; ``path`` is relative to
+    the model's folder, as in its ``manifest.csv``.
     """
-    _check(references, noise, captures)
+    _check(references, noise, captures, dtype)
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not (root / "manifest.csv").is_file():
-        raise ValueError(f"{root}: exists and is not a generated archive (no manifest.csv); refusing to replace it")
+    for noise_name in noise:
+        folder = root / noise_name
+        if folder.exists() and any(folder.iterdir()) and not (folder / "manifest.csv").is_file():
+            raise ValueError(f"{folder}: exists and is not a generated noise model (no manifest.csv); "
+                             "refusing to replace it")
     cleans = {name: _read_reference(Path(path)) for name, path in references.items()}
     width = max(2, len(str(captures - 1)))
-    rows = []
-    with io.atomic_path(root) as tmp:
-        for noise_name, params in noise.items():
-            lam, sigma = params.get("lam"), float(params.get("sigma", 0.0))
-            model = paper_noise_model(lam, sigma)
+    manifests = []
+    for noise_name, params in noise.items():
+        lam, sigma = params.get("lam"), float(params.get("sigma", 0.0))
+        model = paper_noise_model(lam, sigma)
+        rows = []
+        with io.atomic_path(root / noise_name) as tmp:
             for name, (clean, source, sha) in cleans.items():
                 rng = np.random.default_rng([seed, _key(noise_name), _key(name)])
                 for k in range(captures):
-                    rel = Path(noise_name, "raw", name, f"capture_{k:0{width}d}.tif")
+                    rel = Path("raw", name, f"capture_{k:0{width}d}.tif")
                     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                     tifffile.imwrite(tmp / rel, noisy_copy(clean, lam=lam, sigma=sigma, rng=rng, dtype=dtype),
                                      photometric="minisblack")
                     rows.append({"path": rel.as_posix(), "configuration": noise_name, "fov": name, "capture": k,
-                                 "source": source, "source_sha256": sha, "lam": lam, "sigma": sigma,
-                                 "a": model.a, "b": model.b, "dtype": dtype, "seed": seed})
-        manifest = pd.DataFrame(rows)
-        manifest.to_csv(tmp / "manifest.csv", index=False)
-    return manifest
+                                 "source": source, "source_sha256": sha, "lam": np.nan if lam is None else lam,
+                                 "sigma": sigma, "a": model.a, "b": model.b, "dtype": dtype, "seed": seed})
+            manifests.append(pd.DataFrame(rows))
+            manifests[-1].to_csv(tmp / "manifest.csv", index=False)
+    return pd.concat(manifests, ignore_index=True)
 
 
 def _key(name: str) -> int:
@@ -138,7 +150,8 @@ def _read_reference(path: Path) -> tuple[np.ndarray, str, str]:
     return image.astype(np.float64), str(path), io.sha256_file(path)
 
 
-def _check(references: Mapping[str, object], noise: Mapping[str, Mapping[str, float]], captures: int) -> None:
+def _check(references: Mapping[str, object], noise: Mapping[str, Mapping[str, float]], captures: int,
+           dtype: str) -> None:
     """Reject a bad spec before anything is read or written, naming the offending entry."""
     if not references:
         raise ValueError("no references: give at least one NAME=PATH")
@@ -158,3 +171,5 @@ def _check(references: Mapping[str, object], noise: Mapping[str, Mapping[str, fl
             raise ValueError(f"noise {name!r}: {exc}") from None
     if captures < 1:
         raise ValueError(f"captures must be >= 1; got {captures}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")

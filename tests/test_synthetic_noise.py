@@ -59,6 +59,13 @@ def files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.tif"))}
 
 
+def manifests(root: Path) -> pd.DataFrame:
+    """The noise models' manifests, concatenated in folder order, with `path` made relative to `root`."""
+    frames = [pd.read_csv(m) for m in sorted(root.glob("*/manifest.csv"))]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.assign(path=frame["configuration"] + "/" + frame["path"])
+
+
 # -- noise statistics ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("noise", PAPER_NOISE)
@@ -136,14 +143,16 @@ def test_manifest_records_seed_noise_and_source_per_file(tmp_path):
     refs = {"a": write_png(tmp_path / "a.png", ramp(seed=0)), "b": write_tiff(tmp_path / "b.tif", ramp(seed=1))}
     root = tmp_path / "archive"
     returned = make_noise_archive(root, refs, PAPER_NOISE, captures=3, seed=11)
-    manifest = pd.read_csv(root / "manifest.csv")
-    pd.testing.assert_frame_equal(manifest, returned, check_dtype=False)
+    for noise, part in returned.groupby("configuration"):  # each model's manifest sits in its folder
+        written = pd.read_csv(root / noise / "manifest.csv")
+        pd.testing.assert_frame_equal(written, part.reset_index(drop=True), check_dtype=False)
+    manifest = manifests(root)
     assert sorted(manifest["path"]) == sorted(files(root))  # one row per file, no more
     assert len(manifest) == 3 * 2 * 3
     assert manifest["seed"].eq(11).all() and manifest["dtype"].eq("float32").all()
-    for row in manifest.itertuples():
+    for row in returned.itertuples():
         params = PAPER_NOISE[row.configuration]
-        assert row.path == f"{row.configuration}/raw/{row.fov}/capture_{row.capture:02d}.tif"
+        assert row.path == f"raw/{row.fov}/capture_{row.capture:02d}.tif"
         assert row.source == str(refs[row.fov])
         assert row.source_sha256 == hashlib.sha256(refs[row.fov].read_bytes()).hexdigest()
         assert (np.isnan(row.lam) if "lam" not in params else row.lam == params["lam"]), row
@@ -152,18 +161,27 @@ def test_manifest_records_seed_noise_and_source_per_file(tmp_path):
         assert row.b == pytest.approx(params.get("sigma", 0.0) ** 2)
 
 
-def test_rerun_replaces_an_archive_but_not_another_folder(tmp_path):
+def test_rerun_replaces_its_noise_model_only_and_never_a_foreign_folder(tmp_path):
+    """Each noise model is written on its own (one pipeline job each): regenerating one leaves
+    the others' files untouched, and a folder the generator did not write is refused."""
     ref = write_png(tmp_path / "a.png", ramp())
     root = tmp_path / "archive"
     make_noise_archive(root, {"a": ref}, {"g": {"sigma": 15}}, seed=0)
     make_noise_archive(root, {"a": ref}, {"p": {"lam": 20}}, seed=1)
-    assert pd.read_csv(root / "manifest.csv")["seed"].eq(1).all()
-    assert not (root / "g").exists() and sorted(files(root)) == ["p/raw/a/capture_00.tif", "p/raw/a/capture_01.tif"]
-    (tmp_path / "home").mkdir()
-    (tmp_path / "home" / "thesis.txt").write_text("precious")
-    with pytest.raises(ValueError, match="not a generated archive"):
-        make_noise_archive(tmp_path / "home", {"a": ref}, {"g": {"sigma": 15}})
-    assert (tmp_path / "home" / "thesis.txt").read_text() == "precious"
+    kept = {k: v for k, v in files(root).items() if k.startswith("p/")}
+    mtimes = {p: p.stat().st_mtime_ns for p in (root / "p").rglob("*")}
+    make_noise_archive(root, {"a": ref}, {"g": {"sigma": 15}}, seed=2)
+    assert pd.read_csv(root / "g" / "manifest.csv")["seed"].eq(2).all()
+    assert pd.read_csv(root / "p" / "manifest.csv")["seed"].eq(1).all()
+    assert {k: v for k, v in files(root).items() if k.startswith("p/")} == kept
+    assert {p: p.stat().st_mtime_ns for p in (root / "p").rglob("*")} == mtimes
+    assert sorted(files(root)) == [f"{n}/raw/a/capture_0{k}.tif" for n in ("g", "p") for k in (0, 1)]
+    (root / "mine").mkdir()
+    (root / "mine" / "thesis.txt").write_text("precious")
+    with pytest.raises(ValueError, match=r"mine: exists and is not a generated noise model"):
+        make_noise_archive(root, {"a": ref}, {"g": {"sigma": 15}, "mine": {"sigma": 15}}, seed=3)
+    assert (root / "mine" / "thesis.txt").read_text() == "precious"
+    assert pd.read_csv(root / "g" / "manifest.csv")["seed"].eq(2).all()  # refused before writing anything
 
 
 # -- bad inputs ------------------------------------------------------------------------------
@@ -247,7 +265,7 @@ def test_cli_round_trip(tmp_path):
                    "--noise", "mixed:lam=15,sigma=5", "--noise", "gaussian_s15:sigma=15",
                    "--captures", "3", "--seed", "4", "--dtype", "uint8"])
     assert status == 0
-    manifest = pd.read_csv(out / "manifest.csv")
+    manifest = manifests(out)
     assert sorted(manifest["path"]) == sorted(files(out)) and len(manifest) == 2 * 2 * 3
     assert manifest["seed"].eq(4).all() and manifest["dtype"].eq("uint8").all()
     assert set(manifest["configuration"]) == {"mixed", "gaussian_s15"}

@@ -101,20 +101,24 @@ def test_dry_run(tmp_path, args, needs_data):
 
 
 def test_dry_run_of_the_synthetic_noise_experiment(tmp_path):
-    """config/synthetic.yaml + baselines: the noise is drawn once (one add_noise job, with every
-    reference and noise model and the seed), then one model per noise model and method."""
+    """config/synthetic.yaml + baselines: the noise is drawn once per noise model (one add_noise
+    job each, with every reference and the seed), then one model per noise model and method."""
     run = snakemake(shipped_workdir(tmp_path, True), "-n", "--nolock",
                     "--configfile", "config/synthetic.yaml", "config/baselines.yaml")
     assert run.returncode == 0, run.stdout
     counts = job_counts(run.stdout)
-    assert counts["add_noise"] == 1 and "synth" not in counts, counts
+    assert counts["add_noise"] == 3 and "synth" not in counts, counts
     assert counts["train"] == 3 and counts["train_baseline"] == 3 * 3, counts  # n2v, n2s, n2n per noise model
-    command = next(line for line in run.stdout.splitlines() if "n2sr add-noise " in line)
-    assert command.count("--reference ") == 16 + 2 + 4, command  # Confocal_BPAE_B 1-18, four other FOV 1s
-    for option in ("--noise gaussian_s15:sigma=15", "--noise poisson_l20:lam=20",
-                   "--noise poisson_gaussian_l15_s5:lam=15,sigma=5", "--captures 2", "--seed 0", "--dtype float32",
-                   "--reference Confocal_BPAE_B-17=../shared/data/fmd/Confocal_BPAE_B/gt/17/avg50.png"):
-        assert option in command, command
+    commands = [line for line in run.stdout.splitlines() if "n2sr add-noise " in line]
+    assert len(commands) == 3, commands
+    for command, noise in zip(sorted(commands, key=lambda c: c.split("--noise ")[1]),
+                              ("gaussian_s15:sigma=15", "poisson_gaussian_l15_s5:lam=15,sigma=5", "poisson_l20:lam=20")):
+        assert command.startswith("Shell command: n2sr add-noise resources/fmd_synthetic_noise --reference "), command
+        assert command.count("--reference ") == 16 + 2 + 4, command  # Confocal_BPAE_B 1-18, four other FOV 1s
+        assert command.count("--noise ") == 1 and f"--noise {noise} " in command, command
+        for option in ("--captures 2", "--seed 0", "--dtype float32",
+                       "--reference Confocal_BPAE_B-17=../shared/data/fmd/Confocal_BPAE_B/gt/17/avg50.png"):
+            assert option in command, command
 
 
 def test_fmd_sets_every_key_of_the_default():
@@ -366,7 +370,7 @@ def test_synthetic_noise_experiment_end_to_end(tmp_path):
     run = pinned_snakemake(work, "--cores", "2", "--configfile", "config.yaml", timeout=300)
     assert run.returncode == 0, run.stdout
 
-    manifest = pd.read_csv(work / "noisy/manifest.csv")
+    manifest = pd.read_csv(work / "noisy/poisson_l20/manifest.csv")
     assert len(manifest) == 3 * 2 and manifest["seed"].eq(5).all() and manifest["lam"].eq(20).all()
     noisy = sorted((work / "noisy").rglob("*.tif"))
     assert len(noisy) == 6
@@ -389,3 +393,14 @@ def test_synthetic_noise_experiment_end_to_end(tmp_path):
     rerun = pinned_snakemake(work, "--cores", "2", "--configfile", "config.yaml")
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout, rerun.stdout
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in noisy} == before
+
+    # A noise model added to the finished experiment is generated, trained and scored alone.
+    config["synthetic"]["noise"]["gaussian_s15"] = {"sigma": 15}
+    (work / "extended.yaml").write_text(yaml.safe_dump(config))
+    plan = pinned_snakemake(work, "-n", "--configfile", "extended.yaml")
+    assert plan.returncode == 0, plan.stdout
+    counts = job_counts(plan.stdout)
+    assert counts["add_noise"] == 1 and counts["train"] == 1 and counts["train_baseline"] == 1, counts
+    assert "wildcards: noise=gaussian_s15" in plan.stdout, plan.stdout
+    jobs = [line for line in plan.stdout.splitlines() if line.strip().startswith("wildcards:")]
+    assert not [line for line in jobs if "poisson_l20" in line], jobs  # nothing of the finished model reruns

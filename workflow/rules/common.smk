@@ -83,25 +83,28 @@ def cli_options(values: Mapping[str, Any]) -> str:
     return " ".join(words)
 
 
-def add_noise_options() -> str:
-    """`n2sr add-noise` options: one --reference NAME=PATH per reference, one --noise per model."""
+def add_noise_options(noise: str) -> str:
+    """`n2sr add-noise` options for one noise model: one --reference NAME=PATH per reference."""
     words = [f"--reference {shlex.quote(f'{name}={source}')}"
              for name, source, _ in reference_names(SYNTHETIC["references"])]
-    for name, params in SYNTHETIC["noise"].items():
-        levels = ",".join(f"{k}={v}" for k, v in params.items())
-        words.append(f"--noise {shlex.quote(f'{name}:{levels}')}")
+    levels = ",".join(f"{k}={v}" for k, v in SYNTHETIC["noise"][noise].items())
+    words.append(f"--noise {shlex.quote(f'{noise}:{levels}')}")
     options = cli_options({"captures": SYNTHETIC["captures"], "seed": SYNTHETIC["seed"], "dtype": SYNTHETIC["dtype"]})
     return " ".join([*words, options])
 
 
 def produced(path: str) -> str:
-    """The DAG input for a sample path: the synthetic archive folder when the path lies in it.
+    """The DAG input for a sample path: the generated folder it lies in, if any.
 
-    Snakemake cannot depend on a file inside a directory() output, only on the folder.
+    Snakemake cannot depend on a file inside a directory() output, only on the folder: the
+    demo archive's root, or the noise model's folder of the synthetic-noise experiment.
     """
     if SYNTHETIC:
         root = os.path.abspath(SYNTHETIC["root"])
         if os.path.commonpath([os.path.abspath(path), root]) == root:
+            if SYNTHETIC["references"]:
+                noise = os.path.relpath(os.path.abspath(path), root).split(os.sep)[0]
+                return os.path.join(SYNTHETIC["root"], noise)
             return SYNTHETIC["root"]
     return path
 
