@@ -1,21 +1,29 @@
-"""Command line: argument parsing only; each command calls one step function.
+"""Command line: argument parsing only. Each command is a row of `COMMANDS` and calls one step.
 
-Options are generated from the step's config dataclass, so a config key, its CLI option
-and the dataclass field are one name (``tile_size`` <-> ``--tile-size``) and cannot drift.
+Rule name = command = step module = step function: ``n2sr ingest`` calls
+``n2sr.steps.ingest.ingest`` (``add-noise`` -> ``add_noise``). Options of the config
+dataclasses are generated from `n2sr.config`, so a config key, its CLI option and the
+dataclass field are one name (``tile_size`` <-> ``--tile-size``) and cannot drift. Steps are
+imported only when their command runs, so ``n2sr ingest`` never imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from n2sr import __version__
+from n2sr.config import METHOD_CONFIGS, DenoiseConfig, ModelConfig, TrainConfig
+from n2sr.errors import InputError
+
+METHODS = ("n2sr", *METHOD_CONFIGS)  # trained methods; n2sr.nn.objectives checks the same names
 
 
 def _option_type(tp: Any) -> tuple[Any, Sequence[Any] | None]:
@@ -30,25 +38,26 @@ def _option_type(tp: Any) -> tuple[Any, Sequence[Any] | None]:
     return tp, None
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = (),
-                          aliases: dict[str, str] | None = None) -> None:
-    """One ``--field-name`` option per field (plus any short alias); defaults stay in the dataclass."""
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One ``--[prefix-]field-name`` option per field; defaults stay in the dataclass."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
+        if dataclasses.is_dataclass(hints[f.name]):
             continue
-        flags = ["--" + f.name.replace("_", "-"), *([aliases[f.name]] if aliases and f.name in aliases else [])]
+        flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         tp, choices = _option_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         if tp is bool:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
         else:
-            parser.add_argument(*flags, type=tp, choices=choices, default=None, help=f"(default: {default})")
+            parser.add_argument(flag, type=tp, choices=choices, default=None, help=f"(default: {default})")
 
 
-def collect(ns: argparse.Namespace, cls: type, **extra: Any) -> Any:
+def collect(ns: argparse.Namespace, cls: type, prefix: str = "", **extra: Any) -> Any:
     """Build ``cls`` from the options the user gave, leaving the rest at their defaults."""
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if getattr(ns, f.name, None) is not None}
+    dest = (lambda name: f"{prefix}_{name}") if prefix else (lambda name: name)
+    values = {f.name: getattr(ns, dest(f.name)) for f in dataclasses.fields(cls)
+              if getattr(ns, dest(f.name), None) is not None}
     return cls(**values, **extra)
 
 
@@ -69,23 +78,18 @@ def _name_value(text: str) -> tuple[str, str]:
     return name, value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from n2sr.denoise import DenoiseConfig
-    from n2sr.model import ModelConfig
-    from n2sr.objectives import OBJECTIVES
-    from n2sr.train import TrainConfig
+def _captures_option(p: argparse.ArgumentParser, what: str = "t indices of a Zarr input") -> None:
+    p.add_argument("--captures", type=_captures, help=f"{what}, e.g. 0,1,3-5 (default: all)")
 
-    parser = argparse.ArgumentParser(prog="n2sr", description="Noise2SR denoising of fluorescence microscopy images.")
-    parser.add_argument("--version", action="version", version=f"n2sr {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="generate the embedded synthetic demo archive")
+def _synth(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spec", type=Path, help="YAML file with the archive spec (default: built-in)")
+    return lambda ns: {"out_dir": ns.out_dir, "seed": ns.seed, "spec": ns.spec}
 
-    p = sub.add_parser("add-noise", help="the paper's synthetic experiment: stored noisy copies of clean references")
+
+def _add_noise(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("out_dir", type=Path, help="noise model NAME goes to OUT_DIR/NAME/, with its manifest.csv")
     p.add_argument("--reference", action="append", required=True, type=_name_value, metavar="NAME=PATH",
                    help="a clean 0-255 image; NAME becomes its FOV folder; repeatable")
@@ -97,121 +101,143 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "uint8"], default="float32",
                    help="float32: exact noise statistics; uint8: clipped and rounded (default: float32)")
 
-    p = sub.add_parser("ingest", help="raw stack, file or folder series -> OME-Zarr")
+    def kwargs(ns: argparse.Namespace) -> dict:
+        from n2sr.steps.add_noise import parse_noise
+
+        return {"root": ns.out_dir, "references": dict(ns.reference), "noise": dict(map(parse_noise, ns.noise)),
+                "captures": ns.captures, "seed": ns.seed, "dtype": ns.dtype}
+
+    return kwargs
+
+
+def _source_out(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("source", type=Path)
     p.add_argument("out", type=Path)
+    return lambda ns: {"source": ns.source, "out_zarr": ns.out}
 
-    p = sub.add_parser("reference", help="average repeated captures (t axis) -> OME-Zarr reference")
-    p.add_argument("source", type=Path)
-    p.add_argument("out", type=Path)
 
-    p = sub.add_parser("train", help="train a Noise2SR (or baseline) model on noisy images")
+def _train(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--method", choices=sorted(OBJECTIVES), default="n2sr",
+    p.add_argument("--method", choices=METHODS, default="n2sr",
                    help="n2sr, or a baseline on the same U-Net: n2v, n2s, n2n (default: n2sr)")
-    p.add_argument("--pairs", choices=["captures"], default="captures",
-                   help="n2n: where the noisy pairs come from (captures: consecutive captures of each image)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
-    p.add_argument("--captures", type=_captures, help="t indices of Zarr inputs to use, e.g. 0,1,3-5")
+    _captures_option(p, "t indices of Zarr inputs to use")
     p.add_argument("--curve", type=Path, help="training curve CSV")
     p.add_argument("--plot", type=Path, help="training curve PNG")
     p.add_argument("--resume", action="store_true", help="continue from <out>.state if it matches")
     add_dataclass_options(p, TrainConfig)
     add_dataclass_options(p, ModelConfig)
+    for method, cls in METHOD_CONFIGS.items():
+        add_dataclass_options(p, cls, prefix=method)
 
-    p = sub.add_parser("denoise", help="denoise an image or stack with a trained model")
+    def kwargs(ns: argparse.Namespace) -> dict:
+        cls = METHOD_CONFIGS.get(ns.method)
+        return {"images": ns.images, "out": ns.out, "cfg": collect(ns, TrainConfig, model=collect(ns, ModelConfig)),
+                "method": ns.method, "settings": collect(ns, cls, prefix=ns.method) if cls else None,
+                "captures": ns.captures, "curve": ns.curve, "plot": ns.plot, "resume": ns.resume}
+
+    return kwargs
+
+
+def _denoise(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("model", type=Path)
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
-    p.add_argument("--captures", type=_captures, help="t indices of a Zarr input to denoise")
+    _captures_option(p)
     p.add_argument("--sr", type=Path, help="also write the 2x super-resolved image here")
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
-    add_dataclass_options(p, DenoiseConfig, aliases={"tile_size": "--tile"})
+    p.add_argument("--attempt", type=int, default=1, help="try number of the job; each retry halves the tile size")
+    add_dataclass_options(p, DenoiseConfig)
+    return lambda ns: {"model": ns.model, "input": ns.input, "output": ns.output, "cfg": collect(ns, DenoiseConfig),
+                       "captures": ns.captures, "sr": ns.sr, "tiff": ns.tiff, "attempt": ns.attempt}
 
-    p = sub.add_parser("bm3d", help="denoise an image or stack with BM3D (noise estimated from each plane)")
+
+def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
-    p.add_argument("--captures", type=_captures, help="t indices of a Zarr input to denoise")
+    _captures_option(p)
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
+    return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff}
 
-    p = sub.add_parser("evaluate", help="PSNR/SSIM of images against a reference")
+
+def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--reference", type=Path, required=True)
-    p.add_argument("--captures", type=_captures, help="t indices of Zarr inputs to evaluate")
+    _captures_option(p, "t indices of Zarr inputs to evaluate")
     p.add_argument("--data-range", type=float, help="fixed data range (default: the reference dtype's max)")
     p.add_argument("--csv", type=Path, help="write per-image rows here")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="column added to every row (e.g. configuration=A); repeatable")
     p.add_argument("--method", action="append", default=[],
                    help="method name of each image in order (default: the file stem)")
+    return lambda ns: {"reference": ns.reference, "images": ns.images, "csv": ns.csv, "data_range": ns.data_range,
+                       "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
+                       "methods": ns.method}
 
-    p = sub.add_parser("crops", help="before/after crops of one capture as a PNG (for the report)")
+
+def _crops(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--reference", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--capture", type=int, default=0, help="which capture to show (original t index)")
-    p.add_argument("--method", action="append", default=[], help="panel name of each image in order")
+    p.add_argument("--methods", type=lambda t: [m for m in t.split(",") if m], default=[],
+                   help="panel names of the images, comma-separated, in order (default: the file stems)")
     p.add_argument("--size", type=int, default=128, help="crop side in pixels")
     p.add_argument("--title", default="")
+    return lambda ns: {"reference": ns.reference, "images": ns.images, "out": ns.out, "capture": ns.capture,
+                       "methods": ns.methods, "size": ns.size, "title": ns.title}
 
-    p = sub.add_parser("summarize", help="per-configuration and overall summary CSVs")
+
+def _summarize(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("csvs", nargs="+", type=Path)
     p.add_argument("--out-dir", type=Path, required=True)
+    return lambda ns: {"per_image_csvs": ns.csvs, "out_dir": ns.out_dir}
+
+
+class Command(NamedTuple):
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], dict]]
+
+
+COMMANDS: dict[str, Command] = {
+    "synth": Command("generate the embedded synthetic demo archive", _synth),
+    "add-noise": Command("the paper's synthetic experiment: stored noisy copies of clean references", _add_noise),
+    "ingest": Command("raw stack, file or folder series -> OME-Zarr", _source_out),
+    "reference": Command("reference of a field of view -> OME-Zarr: the average of an OME-Zarr's captures (t), "
+                         "or a given reference file converted", _source_out),
+    "train": Command("train a Noise2SR (or baseline) model on noisy images", _train),
+    "denoise": Command("denoise an image or stack with a trained model", _denoise),
+    "bm3d": Command("denoise an image or stack with BM3D (noise estimated from each plane)", _bm3d),
+    "evaluate": Command("PSNR/SSIM of images against a reference", _evaluate),
+    "crops": Command("before/after crops of one capture as a PNG (for the report)", _crops),
+    "summarize": Command("per-configuration and overall summary CSVs", _summarize),
+}
+
+
+def step(command: str) -> Callable[..., Any]:
+    """The step function of `command`: ``n2sr.steps.<module>.<module>``."""
+    module = command.replace("-", "_")
+    return getattr(importlib.import_module(f"n2sr.steps.{module}"), module)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="n2sr", description="Noise2SR denoising of fluorescence microscopy images.")
+    parser.add_argument("--version", action="version", version=f"n2sr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help)
+        p.set_defaults(kwargs=command.arguments(p))
     return parser
 
 
-def run(ns: argparse.Namespace) -> None:
-    from n2sr import steps
-    from n2sr.accel import set_threads
-
-    set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
-
-    if ns.command == "synth":
-        steps.synth_step(ns.out_dir, seed=ns.seed, spec=ns.spec)
-    elif ns.command == "add-noise":
-        from n2sr.synthetic_noise import make_noise_archive, parse_noise
-
-        make_noise_archive(ns.out_dir, dict(ns.reference), dict(map(parse_noise, ns.noise)), captures=ns.captures,
-                           seed=ns.seed, dtype=ns.dtype)
-    elif ns.command == "ingest":
-        from n2sr.ingest import ingest
-
-        ingest(ns.source, ns.out)
-    elif ns.command == "reference":
-        from n2sr.reference import reference_zarr
-
-        reference_zarr(ns.source, ns.out)
-    elif ns.command == "train":
-        from n2sr.model import ModelConfig
-        from n2sr.train import TrainConfig
-
-        cfg = collect(ns, TrainConfig, model=collect(ns, ModelConfig))
-        steps.train_step(ns.images, ns.out, cfg, captures=ns.captures, curve=ns.curve, plot=ns.plot, resume=ns.resume,
-                         method=ns.method, pairs=ns.pairs)
-    elif ns.command == "denoise":
-        from n2sr.denoise import DenoiseConfig
-
-        steps.denoise_step(ns.model, ns.input, ns.output, collect(ns, DenoiseConfig),
-                           captures=ns.captures, sr=ns.sr, tiff=ns.tiff)
-    elif ns.command == "bm3d":
-        steps.bm3d_step(ns.input, ns.output, captures=ns.captures, tiff=ns.tiff)
-    elif ns.command == "evaluate":
-        labels = dict(item.split("=", 1) for item in ns.label)
-        rows = steps.evaluate_step(ns.reference, ns.images, csv=ns.csv, data_range=ns.data_range,
-                                   captures=ns.captures, labels=labels, methods=ns.method)
-        print(f"{'method':<10} {'image':<32} {'PSNR':>8} {'SSIM':>7}   {'PSNR*':>8} {'SSIM*':>7}")
-        for r in rows:
-            print(f"{r['method']:<10} {r['image']:<32} {r['psnr']:8.2f} {r['ssim']:7.4f}   "
-                  f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}")
-        print(f"PSNR/SSIM: fixed data range ({rows[0]['data_range']:g}); "
-              "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention)")
-    elif ns.command == "crops":
-        steps.crops_step(ns.reference, ns.images, ns.out, capture=ns.capture, methods=ns.method, size=ns.size,
-                         title=ns.title)
-    elif ns.command == "summarize":
-        from n2sr.evaluate import summarize
-
-        summarize(ns.csvs, ns.out_dir)
+def _print_scores(rows: list[dict]) -> None:
+    print(f"{'method':<10} {'image':<32} {'PSNR':>8} {'SSIM':>7}   {'PSNR*':>8} {'SSIM*':>7}")
+    for r in rows:
+        print(f"{r['method']:<10} {r['image']:<32} {r['psnr']:8.2f} {r['ssim']:7.4f}   "
+              f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}")
+    print(f"PSNR/SSIM: fixed data range ({rows[0]['data_range']:g}); "
+          "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,12 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(ns)
-    except (ValueError, FileNotFoundError, OSError) as exc:
+        result = step(ns.command)(**ns.kwargs(ns))
+    except (InputError, ValueError, OSError) as exc:
         if ns.verbose:
             raise
         print(f"n2sr: error: {exc}", file=sys.stderr)
         return 1
+    if ns.command == "evaluate" and result:
+        _print_scores(result)
     return 0
 
 

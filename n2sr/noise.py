@@ -11,8 +11,9 @@ background sits at ~3 grey levels) gives ``Var = a (x - mu) + s**2``, i.e. ``b =
 
 What lives here, all pure numerics on arrays (no I/O, randomness only via a Generator):
 
-* `add_gaussian`, `add_poisson`, `add_poisson_gaussian`: the paper's synthetic noise on
-  0-255 images (its Sec. 3.1; lambda is defined by `paper_noise_model`).
+* `poisson_gaussian`, `quantize`: the one noise generator and quantiser, used for the demo
+  archive and for the paper's synthetic noise on 0-255 images (its Sec. 3.1; lambda is
+  defined by `paper_noise_model`).
 * `estimate_poisson_gaussian`: ``(a, b)`` from the noisy plane alone, so that BM3D (and any
   variance-stabilised method) can run on archives without references.
 * `gat_forward` / `gat_inverse`: the generalised Anscombe transform, which turns
@@ -45,7 +46,7 @@ class PoissonGaussian(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------
-# The paper's synthetic noise
+# Drawing noise
 # ---------------------------------------------------------------------------------------------
 
 
@@ -66,73 +67,46 @@ def paper_noise_model(lam: float | None = None, sigma: float = 0.0) -> PoissonGa
     return PoissonGaussian(0.0 if lam is None else FULL_SCALE / lam, float(sigma) ** 2)
 
 
-def add_gaussian(
-    clean: np.ndarray, sigma: float, rng: np.random.Generator, *, clip: bool = False, quantize: bool = False
-) -> np.ndarray:
-    """``clean + N(0, sigma**2)``: the paper's additive Gaussian noise (sigma = 15 on 0-255).
+def poisson_gaussian(clean: np.ndarray, model: PoissonGaussian, rng: np.random.Generator) -> np.ndarray:
+    """One noisy capture of `clean`: ``a * Poisson(clean / a) + N(0, b)``, the one noise generator.
+
+    ``E[y] = clean`` and ``Var[y] = a * clean + b``: ``clean / a`` photons are counted (shot
+    noise) and scaled back to intensity units, then signal-independent Gaussian noise of
+    variance ``b`` (read noise) is added. ``a = 0`` leaves out the Poisson part, ``b = 0`` the
+    Gaussian one (no random numbers are drawn for a part that is left out). No clipping or
+    rounding: `quantize` does that, as a camera file would.
 
     Parameters
     ----------
-    clean : ndarray (...), real, intensities on the 0-255 scale
-    sigma : float >= 0
+    clean : ndarray (...), real, >= 0 where ``a > 0``; intensities in the units of the model
+    model : PoissonGaussian with ``a >= 0`` and ``b >= 0`` (e.g. `paper_noise_model`)
     rng : numpy.random.Generator
-    clip, quantize : bool
-        Clip to [0, 255] / round to integers, as an 8-bit file would. Off by default: the
-        noise then has exactly the stated mean and variance.
 
     Returns
     -------
     ndarray, same shape as `clean`, float64
     """
-    return _add_noise(clean, lam=None, sigma=sigma, rng=rng, clip=clip, quantize=quantize)
-
-
-def add_poisson(
-    clean: np.ndarray, lam: float, rng: np.random.Generator, *, clip: bool = False, quantize: bool = False
-) -> np.ndarray:
-    """``Poisson(lam * clean / 255) * 255 / lam``: mean `clean`, variance ``255 clean / lam``.
-
-    See `paper_noise_model` for why lambda is photons at full scale (paper: lam = 20).
-    `clean` must be >= 0; other parameters and the return value as in `add_gaussian`.
-    """
-    return _add_noise(clean, lam=lam, sigma=0.0, rng=rng, clip=clip, quantize=quantize)
-
-
-def add_poisson_gaussian(
-    clean: np.ndarray,
-    lam: float | None,
-    sigma: float,
-    rng: np.random.Generator,
-    *,
-    clip: bool = False,
-    quantize: bool = False,
-) -> np.ndarray:
-    """`add_poisson` then `add_gaussian`: variance ``255 clean / lam + sigma**2``.
-
-    The paper's mixed noise is lam = 15, sigma = 5; ``lam=None`` leaves out the Poisson part
-    (= `add_gaussian`). Parameters and return value as in `add_gaussian` and `add_poisson`.
-    """
-    return _add_noise(clean, lam=lam, sigma=sigma, rng=rng, clip=clip, quantize=quantize)
-
-
-def _add_noise(
-    clean: np.ndarray, *, lam: float | None, sigma: float, rng: np.random.Generator, clip: bool, quantize: bool
-) -> np.ndarray:
-    model = paper_noise_model(lam, sigma)  # validates lam and sigma
+    a, b = float(model.a), float(model.b)
+    if a < 0 or b < 0:
+        raise ValueError(f"noise model needs a >= 0 and b >= 0 to be drawn, got a={a:g}, b={b:g}")
     x = np.asarray(clean, dtype=np.float64)
-    if lam is None:
-        y = x.copy()
-    else:
+    if a > 0:
         if x.size and x.min() < 0:
-            raise ValueError(f"Poisson noise needs clean >= 0, found minimum {x.min():g}")
-        y = rng.poisson(x / model.a) * model.a
-    if sigma > 0:
-        y += rng.normal(0.0, sigma, size=x.shape)
-    if clip:
-        np.clip(y, 0.0, FULL_SCALE, out=y)
-    if quantize:
-        np.rint(y, out=y)
+            raise ValueError(f"Poisson noise needs clean >= 0 (photon counts), found minimum {x.min():g}")
+        y = rng.poisson(x / a) * a
+    else:
+        y = x.copy()
+    if b > 0:
+        y += rng.normal(0.0, np.sqrt(b), size=x.shape)
     return y
+
+
+def quantize(image: np.ndarray, dtype: np.dtype | type | str, scale: float = 1.0) -> np.ndarray:
+    """``image * scale`` rounded half up, clipped to the integer `dtype`'s range and cast: the one
+    quantiser, for what a camera would write."""
+    dtype = np.dtype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.floor(np.asarray(image, np.float64) * scale + 0.5), info.min, info.max).astype(dtype)
 
 
 # ---------------------------------------------------------------------------------------------

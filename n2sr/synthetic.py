@@ -1,4 +1,4 @@
-"""The embedded demo archive: synthetic fluorescence images with known clean versions.
+"""Clean synthetic fluorescence planes for the embedded demo archive (written by `n2sr.steps.synth`).
 
 The pipeline runs end to end on it without any download, and because the noise-free image
 is known, the demo's PSNR/SSIM measure the denoiser rather than the reference's own noise.
@@ -15,19 +15,12 @@ configuration, so configurations differ only by their noise: their scores are co
 
 from __future__ import annotations
 
-import os
-import zlib
-from collections.abc import Mapping
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
-import tifffile
 from scipy import ndimage
 
-from n2sr import io
+from n2sr.noise import PoissonGaussian
 
-# Photons at full scale (clean = 1) and read noise in electrons. low_noise is roughly an
+# Photons at full scale (clean = 1) and read noise in electrons (see `noise_model`). low_noise is roughly an
 # FMD confocal capture (noisy PSNR ~ 25 dB); high_noise is darker (~ 19 dB).
 DEMO_CONFIGURATIONS: dict[str, dict[str, float]] = {
     "low_noise": {"photons": 40.0, "read_sigma": 2.0},
@@ -36,42 +29,17 @@ DEMO_CONFIGURATIONS: dict[str, dict[str, float]] = {
 # The clean image's full scale maps to this fraction of the dtype maximum, leaving headroom
 # so that bright noisy pixels are rarely clipped.
 FULL_SCALE = 0.8
-_CONFIG_KEYS = {"photons", "read_sigma"}
 
 
-def poisson_gaussian(clean: np.ndarray, photons: float, read_sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """One noisy capture of `clean` under the Poisson-Gaussian model of a camera.
+def noise_model(photons: float, read_sigma: float) -> PoissonGaussian:
+    """A camera collecting `photons` photoelectrons at intensity 1.0 with `read_sigma` electrons of
+    read noise, in intensity units: ``a = 1 / photons``, ``b = (read_sigma / photons)^2``.
 
-    With ``a = 1 / photons`` and ``b = (read_sigma / photons)^2``::
-
-        y = a * Poisson(x / a) + N(0, b)      so  E[y] = x,  Var[y] = a * x + b
-
-    i.e. ``x * photons`` photoelectrons are counted (shot noise), read noise of
-    `read_sigma` electrons is added, and the result is scaled back to the units of `clean`.
-    This is the noise model FMD was built on (Zhang et al. 2019). No clipping: the caller
-    decides how to quantise.
-
-    Parameters
-    ----------
-    clean : ndarray (...), float, >= 0
-        Noise-free intensity; 1.0 is "full scale", where `photons` photons are collected.
-    photons : float > 0
-        Expected photon count at intensity 1.0; fewer photons, more noise.
-    read_sigma : float >= 0
-        Standard deviation of the read noise in electrons (photon units).
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    ndarray, same shape as `clean`, float64
+    This is the noise model FMD was built on (Zhang et al. 2019); fewer photons, more noise.
     """
     if not photons > 0 or not read_sigma >= 0:
         raise ValueError(f"need photons > 0 and read_sigma >= 0; got photons={photons}, read_sigma={read_sigma}")
-    clean = np.asarray(clean, dtype=np.float64)
-    if clean.size and clean.min() < 0:
-        raise ValueError(f"clean intensities must be >= 0 (photon counts); minimum is {clean.min():g}")
-    electrons = rng.poisson(clean * photons) + rng.normal(0.0, read_sigma, size=clean.shape)
-    return electrons / photons
+    return PoissonGaussian(1.0 / photons, (read_sigma / photons) ** 2)
 
 
 def clean_image(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -130,101 +98,3 @@ def _splat(grid: np.ndarray, points: np.ndarray, weight: float) -> None:
     idx = np.rint(points).astype(np.int64)
     inside = (idx[:, 0] >= 0) & (idx[:, 0] < grid.shape[0]) & (idx[:, 1] >= 0) & (idx[:, 1] < grid.shape[1])
     np.add.at(grid, (idx[inside, 0], idx[inside, 1]), weight)
-
-
-def quantize(image: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
-    """Map intensity 1.0 to `FULL_SCALE` of the dtype maximum, round half up, clip, cast."""
-    dtype = np.dtype(dtype)
-    top = np.iinfo(dtype).max
-    return np.clip(np.floor(image * (FULL_SCALE * top) + 0.5), 0, top).astype(dtype)
-
-
-def make_archive(
-    root: str | os.PathLike[str],
-    *,
-    configurations: Mapping[str, Mapping[str, float]] = DEMO_CONFIGURATIONS,
-    fovs: int = 3,
-    captures: int = 4,
-    shape: tuple[int, int] = (128, 128),
-    dtype: str = "uint8",
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Write a synthetic archive under `root` (replaced atomically) and return its manifest.
-
-    Parameters
-    ----------
-    root : path
-        Output directory; built as a temporary sibling and renamed into place, so an
-        interrupted run never leaves a half archive. An existing archive (one with a
-        ``manifest.csv``) is replaced; any other non-empty directory is refused.
-    configurations : mapping name -> {"photons": float, "read_sigma": float}
-        Noise parameters of each configuration (see `poisson_gaussian`).
-    fovs, captures : int >= 1
-        Fields of view per configuration and noisy captures per field of view.
-    shape : (Y, X)
-    dtype : "uint8" or "uint16"
-    seed : int
-        Everything is a function of (seed, configuration name, FOV, capture): adding a
-        configuration or FOV leaves the others' images unchanged.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per file: ``path`` (relative to `root`), ``configuration``, ``fov``,
-        ``kind`` (``raw`` or ``gt``), ``capture`` (-1 for gt), ``height``, ``width``,
-        ``dtype``, ``photons``, ``read_sigma``, ``seed``; also written to
-        ``root/manifest.csv``.
-    """
-    _check_spec(configurations, fovs, captures, shape, dtype)
-    root = Path(root)
-    if root.exists() and any(root.iterdir()) and not (root / "manifest.csv").is_file():
-        raise ValueError(f"{root}: exists and is not a synthetic archive (no manifest.csv); refusing to replace it")
-    shape = (int(shape[0]), int(shape[1]))
-    width = max(2, len(str(captures - 1)))
-    cleans = [clean_image(shape, np.random.default_rng([seed, 0, fov])) for fov in range(1, fovs + 1)]
-    rows = []
-    with io.atomic_path(root) as tmp:
-        for name, params in configurations.items():
-            key = zlib.crc32(name.encode("utf-8"))  # stable across runs, unlike hash()
-            for fov, clean in enumerate(cleans, start=1):
-                base = {"configuration": name, "fov": fov, "height": shape[0], "width": shape[1], "dtype": dtype,
-                        "photons": float(params["photons"]), "read_sigma": float(params["read_sigma"]), "seed": seed}
-                rel = Path(name, "gt", str(fov), "clean.tif")
-                _write_plane(tmp / rel, quantize(clean, dtype))
-                rows.append({"path": rel.as_posix(), "kind": "gt", "capture": -1, **base})
-                rng = np.random.default_rng([seed, 1, key, fov])
-                for k in range(captures):
-                    noisy = poisson_gaussian(clean, params["photons"], params["read_sigma"], rng)
-                    rel = Path(name, "raw", str(fov), f"capture_{k:0{width}d}.tif")
-                    _write_plane(tmp / rel, quantize(noisy, dtype))
-                    rows.append({"path": rel.as_posix(), "kind": "raw", "capture": k, **base})
-        columns = ["path", "configuration", "fov", "kind", "capture", "height", "width", "dtype",
-                   "photons", "read_sigma", "seed"]
-        manifest = pd.DataFrame(rows, columns=columns)
-        manifest.to_csv(tmp / "manifest.csv", index=False)
-    return manifest
-
-
-def _write_plane(path: Path, plane: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, plane, photometric="minisblack")
-
-
-def _check_spec(configurations: Mapping[str, Mapping[str, float]], fovs: int, captures: int,
-                shape: tuple[int, int], dtype: str) -> None:
-    """Reject a bad spec before anything is written, naming the offending key."""
-    if not configurations:
-        raise ValueError("configurations is empty; give at least one, e.g. {'demo': {'photons': 30, 'read_sigma': 2}}")
-    for name, params in configurations.items():
-        if not name or name != Path(name).name or name.startswith("."):
-            raise ValueError(f"configuration name {name!r} must be a plain folder name")
-        if set(params) != _CONFIG_KEYS:
-            raise ValueError(f"configuration {name!r} has keys {sorted(params)}; expected exactly {sorted(_CONFIG_KEYS)}")
-        if not params["photons"] > 0 or not params["read_sigma"] >= 0:
-            raise ValueError(f"configuration {name!r}: need photons > 0 and read_sigma >= 0; got {dict(params)}")
-    if fovs < 1 or captures < 1:
-        raise ValueError(f"need fovs >= 1 and captures >= 1; got fovs={fovs}, captures={captures}")
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (Y, X); got {shape}")
-    if dtype not in ("uint8", "uint16"):
-        raise ValueError(f"dtype must be 'uint8' or 'uint16'; got {dtype!r}")

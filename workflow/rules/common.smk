@@ -10,7 +10,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from n2sr.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
+from n2sr.io.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
 
 
 class ConfigError(ValueError):
@@ -127,11 +127,6 @@ def reference_source(wildcards) -> str:
     return given or ingested(wildcards.configuration, wildcards.fov)
 
 
-def reference_command(wildcards) -> str:
-    """`n2sr ingest` copies a given reference as is; `n2sr reference` averages the captures."""
-    return "ingest" if sample(wildcards)["reference"] else "reference"
-
-
 def train_images(wildcards) -> list[str]:
     part = samples[(samples["configuration"] == wildcards.configuration) & samples["split"].isin(TRAIN_SPLITS)]
     return [ingested(c, f) for c, f in zip(part["configuration"], part["fov"])]
@@ -143,10 +138,11 @@ def model_dir(method: str) -> str:
     return os.path.join("results", "models", "{configuration}", *([] if method == "n2sr" else [method]))
 
 
-def train_method_options(wildcards) -> str:
-    """`n2sr train` options of a baseline: its method, and for n2n where the pairs come from."""
-    extra = {"pairs": config["n2n"]["pairs"]} if wildcards.method == "n2n" else {}
-    return cli_options({"method": wildcards.method, **extra})
+def train_options(method: str) -> str:
+    """`n2sr train` options of `method`: the shared training settings and the method's own
+    (config section `n2v`, `n2s` or `n2n`, options `--n2v-box`, ...)."""
+    own = {f"{method}_{key}": value for key, value in config.get(method, {}).items()}
+    return cli_options({"method": method, "captures": config["train_captures"], **config["train"], **own})
 
 
 def denoised(wildcards) -> str:
@@ -166,16 +162,15 @@ def denoise_extra_outputs(method: str = "n2sr") -> dict[str, str]:
 
 
 def denoise_options() -> str:
-    """`n2sr denoise` options from the config, except the retry-scaled tile size and the
-    output switches (which add outputs, see denoise_extra_outputs)."""
-    values = {k: v for k, v in config["denoise"].items() if k not in ("tile_size", "write_sr", "write_tiff")}
+    """`n2sr denoise` options from the config, except the output switches (which add
+    outputs, see denoise_extra_outputs)."""
+    values = {k: v for k, v in config["denoise"].items() if k not in ("write_sr", "write_tiff")}
     return cli_options({"captures": config["test_captures"], **values})
 
 
-def tile_size(wildcards, attempt: int) -> int:
-    """Configured tile size, halved on each retry (a multiple of 32): a job killed for
-    memory is retried with smaller forward passes as well as more memory."""
-    return max(32, (config["denoise"]["tile_size"] >> (attempt - 1)) // 32 * 32)
+def attempt(wildcards, attempt: int) -> int:
+    """The job's try number, for `n2sr denoise --attempt` (a retry uses smaller tiles)."""
+    return attempt
 
 
 def scaled_mem(rule: str):
@@ -239,11 +234,18 @@ def first_test_fov(wildcards) -> str:
     return str(TEST[TEST["configuration"] == wildcards.configuration]["fov"].iloc[0])
 
 
-def crops_inputs(wildcards) -> dict[str, str]:
+CROPS_METHODS = ["noisy", *METHODS]  # panels of the before/after figure, in order
+
+
+def crops_reference(wildcards) -> str:
+    return f"results/reference/{wildcards.configuration}/{first_test_fov(wildcards)}.zarr"
+
+
+def crops_images(wildcards) -> list[str]:
+    """The noisy input, then each method's denoised output, of the first test FOV (order of CROPS_METHODS)."""
     fov = first_test_fov(wildcards)
-    images = {"noisy": ingested(wildcards.configuration, fov)}
-    images.update({m: f"results/denoised/{m}/{wildcards.configuration}/{fov}.zarr" for m in METHODS})
-    return {"reference": f"results/reference/{wildcards.configuration}/{fov}.zarr", **images}
+    return [ingested(wildcards.configuration, fov)] + [
+        f"results/denoised/{m}/{wildcards.configuration}/{fov}.zarr" for m in METHODS]
 
 
 def crops_capture() -> int:

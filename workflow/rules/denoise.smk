@@ -17,9 +17,9 @@ rule denoise:
         gpu=lookup(dpath="resources/denoise/gpu", within=config),
         mem_mb=scaled_mem("denoise"),
         runtime=lookup(dpath="resources/denoise/runtime", within=config),
-        tile_size=tile_size,
+        attempt=attempt,
     shell:
-        "n2sr denoise {input.model:q} {input.noisy:q} {output.zarr:q} --tile-size {resources.tile_size}"
+        "n2sr denoise {input.model:q} {input.noisy:q} {output.zarr:q} --attempt {resources.attempt}"
         " {params.outputs} {params.options} > {log:q} 2>&1"
 
 

@@ -8,7 +8,6 @@ rule reference:
     conda:
         N2SR_ENV
     params:
-        command=reference_command,
         source=reference_source,
     shell:
-        "n2sr {params.command} {params.source:q} {output:q} > {log:q} 2>&1"
+        "n2sr reference {params.source:q} {output:q} > {log:q} 2>&1"

@@ -30,7 +30,8 @@ rule summarize:
 
 rule crops:
     input:
-        unpack(crops_inputs),
+        reference=crops_reference,
+        images=crops_images,
     output:
         report(
             "results/reports/crops/{configuration}.png",
@@ -43,14 +44,9 @@ rule crops:
     conda:
         N2SR_ENV
     params:
-        # images first, then one --method per image in the same order: argparse cannot take
-        # positional images interleaved with options
-        images=lambda wildcards, input: " ".join(
-            [shlex.quote(input[m]) for m in ["noisy", *config["methods"]]]
-            + [f"--method {m}" for m in ["noisy", *config["methods"]]]
-        ),
+        methods=",".join(CROPS_METHODS),
         capture=crops_capture(),
-        title=lambda wildcards: shlex.quote(f"{wildcards.configuration}, FOV {first_test_fov(wildcards)}:"),
+        title=lambda wildcards: f"{wildcards.configuration}, FOV {first_test_fov(wildcards)}:",
     shell:
-        "n2sr crops --reference {input.reference:q} {params.images} --capture {params.capture}"
-        " --title {params.title} --out {output:q} > {log:q} 2>&1"
+        "n2sr crops --reference {input.reference:q} {input.images:q} --methods {params.methods:q}"
+        " --capture {params.capture} --title {params.title:q} --out {output:q} > {log:q} 2>&1"

@@ -15,7 +15,7 @@ rule train:
     conda:
         N2SR_ENV
     params:
-        options=cli_options({"captures": config["train_captures"], **config["train"]}),
+        options=train_options("n2sr"),
     threads: lookup(dpath="resources/train/threads", within=config)
     resources:
         gpu=lookup(dpath="resources/train/gpu", within=config),
@@ -43,6 +43,4 @@ use rule train as train_baseline with:
     log:
         "logs/train/{configuration}/{method}.log",
     params:
-        options=lambda wildcards: cli_options({"captures": config["train_captures"], **config["train"]})
-        + " "
-        + train_method_options(wildcards),
+        options=lambda wildcards: train_options(wildcards.method),

@@ -1,17 +1,17 @@
 """Tile specs and blending windows for tiled inference (pure numpy, no torch, no I/O).
 
-A plane is cut into *cores* that partition it; each tile is its core plus a halo of
+A plane is cut into *cores* that partition it; each tile is its core plus an overlap of
 context on every side that is not an image border. Two choices make tiled output equal
 the whole-plane output:
 
-- every core start and halo is a multiple of `align` (the network's pooling multiple), so
+- every core start and overlap is a multiple of `align` (the network's pooling multiple), so
   each tile sees the same pooling grid as the whole plane and interior tiles need no padding;
-- with a halo of at least the receptive field, the blending weight is 0 closer than the
+- with an overlap of at least the receptive field, the blending weight is 0 closer than the
   receptive field to a tile border that is not an image border, so only pixels the tile
   computed exactly contribute.
 
-Inside the rest of the halo, neighbouring tiles cross-fade with raised-cosine ramps that sum
-to 1, so a model that is not exactly shift-invariant (bf16, a halo smaller than the
+Inside the rest of the overlap, neighbouring tiles cross-fade with raised-cosine ramps that sum
+to 1, so a model that is not exactly shift-invariant (bf16, an overlap smaller than the
 receptive field) leaves no visible seam. Outputs are blended as ``sum(w * out) / sum(w)``.
 """
 
@@ -21,10 +21,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from n2sr.config import MULTIPLE
+
 
 def round_up(n: int, multiple: int) -> int:
     """Smallest multiple of `multiple` that is >= `n`."""
     return -(-n // multiple) * multiple
+
+
+def overlap_pixels(overlap: int | None, receptive_field: int, align: int = MULTIPLE) -> int:
+    """The context around every tile and block, in input pixels: `overlap` (None: the receptive
+    field) rounded up to `align`, so windows start on the pooling grid. The one place it is rounded."""
+    if overlap is not None and overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    return round_up(receptive_field if overlap is None else overlap, align)
 
 
 def tile_starts(size: int, tile: int, align: int) -> list[int]:
@@ -68,30 +78,32 @@ class Span:
     def weights(self) -> np.ndarray:
         """Blending weight over ``[start, stop)``: ``ndarray (stop - start,) float32 in [0, 1]``.
 
-        Zero in the halo beyond the cross-fades, so a neighbour's pixels always win there.
+        Zero in the overlap beyond the cross-fades, so a neighbour's pixels always win there.
         """
         margins = (self.core_start - self.fade[0] - self.start, self.stop - self.core_stop - self.fade[1])
         return blend_window(self.stop - self.start, margins, (2 * self.fade[0], 2 * self.fade[1]))
 
 
-def spans(size: int, tile: int, halo: int, align: int, receptive_field: int) -> list[Span]:
-    """Tiles along one axis: cores from `tile_starts`, each widened by `halo` on both sides.
+def spans(size: int, tile: int, overlap: int, align: int, receptive_field: int) -> list[Span]:
+    """Tiles along one axis: cores from `tile_starts`, each widened by `overlap` on both sides.
 
-    `halo` is rounded up to a multiple of `align`, so every span starts on the pooling grid.
-    Where two cores meet, both tiles cross-fade over ``halo - receptive_field`` pixels on
-    either side of the boundary when ``halo >= receptive_field``: each tile then has weight 0
+    `overlap` must be a multiple of `align` (`overlap_pixels` makes it one), so every span
+    starts on the pooling grid.
+    Where two cores meet, both tiles cross-fade over ``overlap - receptive_field`` pixels on
+    either side of the boundary when ``overlap >= receptive_field``: each tile then has weight 0
     closer than `receptive_field` to its window's edge, where it is not exact, so stitching is
-    exact. A smaller halo cannot be exact; the whole halo then cross-fades to hide the seam.
+    exact. A smaller overlap cannot be exact; the whole overlap then cross-fades to hide the seam.
     Fades never reach past a neighbouring core, so they always fit in both windows.
     """
-    if halo < 0 or receptive_field < 0:
-        raise ValueError(f"halo ({halo}) and receptive_field ({receptive_field}) must be >= 0")
-    halo = round_up(halo, align)
+    if overlap < 0 or receptive_field < 0:
+        raise ValueError(f"overlap ({overlap}) and receptive_field ({receptive_field}) must be >= 0")
+    if overlap % align:
+        raise ValueError(f"overlap {overlap} is not a multiple of {align}; round it with overlap_pixels")
     starts = tile_starts(size, tile, align)
     stops = starts[1:] + [size]
-    reach = halo - receptive_field if halo >= receptive_field else halo
+    reach = overlap - receptive_field if overlap >= receptive_field else overlap
     fades = [0] + [min(reach, b - a, c - b) for a, b, c in zip(starts, stops, stops[1:])] + [0]
-    return [Span(max(0, a - halo), min(size, b + halo), a, b, (fades[i], fades[i + 1]))
+    return [Span(max(0, a - overlap), min(size, b + overlap), a, b, (fades[i], fades[i + 1]))
             for i, (a, b) in enumerate(zip(starts, stops))]
 
 
@@ -134,18 +146,13 @@ class Tile:
         """Slices of what the network sees, in a plane `scale` times the input size."""
         return (slice(scale * self.y.start, scale * self.y.stop), slice(scale * self.x.start, scale * self.x.stop))
 
-    def core(self, scale: int = 1) -> tuple[slice, slice]:
-        """Slices of the part of the plane this tile is responsible for."""
-        return (slice(scale * self.y.core_start, scale * self.y.core_stop),
-                slice(scale * self.x.core_start, scale * self.x.core_stop))
-
     def weights(self, scale: int = 1) -> np.ndarray:
         """Separable blending weight over `window(scale)`: ``ndarray (h, w) float32``."""
         return np.outer(self.y.scaled(scale).weights(), self.x.scaled(scale).weights())
 
 
-def tiles(shape: tuple[int, int], tile: int, halo: int, align: int, receptive_field: int) -> list[Tile]:
+def tiles(shape: tuple[int, int], tile: int, overlap: int, align: int, receptive_field: int) -> list[Tile]:
     """Row-major tiles of a ``(Y, X)`` plane with cores of `tile` pixels a side (see `spans`)."""
     ny, nx = shape
-    return [Tile(sy, sx) for sy in spans(ny, tile, halo, align, receptive_field)
-            for sx in spans(nx, tile, halo, align, receptive_field)]
+    return [Tile(sy, sx) for sy in spans(ny, tile, overlap, align, receptive_field)
+            for sx in spans(nx, tile, overlap, align, receptive_field)]

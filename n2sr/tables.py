@@ -1,24 +1,19 @@
-"""Evaluation reports: per-image PSNR/SSIM rows, summaries and a Table-2-shaped pivot.
+"""Per-image PSNR/SSIM rows, summaries and a Table-2-shaped pivot (pandas, no files).
 
-The pipeline writes one per-image CSV per (method, configuration, FOV) and `summarize`
-folds any number of them into ``summary.csv`` (all configurations),
-``<configuration>_summary.csv`` (one each), ``table.csv`` and ``table_fixed.csv``
-(configuration x method, cells "PSNR/SSIM" means like Table 2 of the Noise2SR paper, with the
-number of test images ``n``). Every row carries both metric conventions (see `n2sr.metrics`):
-``table.csv`` shows the authors' per-image one, ``table_fixed.csv`` the fixed data range.
+Every row carries both metric conventions (see `n2sr.metrics`). ``summary_table`` folds rows into
+mean, std and n per configuration x method; ``pivot_table`` lays them out like Table 2 of the
+Noise2SR paper (configuration x method, cells "PSNR/SSIM"), in the authors' per-image
+convention or with the fixed data range.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from n2sr import io
 from n2sr.metrics import evaluate_pair
 
 METRICS = ("psnr", "ssim", "psnr_per_image", "ssim_per_image")
@@ -78,41 +73,6 @@ def evaluate_images(
     return rows
 
 
-def write_image_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike[str]) -> Path:
-    """Write per-image rows atomically, standard columns first, extra label columns after.
-
-    ``configuration`` and ``method`` must be present (as `labels` of `evaluate_images`):
-    without them `summarize` could not group the rows.
-    """
-    frame = pd.DataFrame(list(rows), columns=None if rows else list(IMAGE_COLUMNS))
-    missing = [c for c in IMAGE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: rows lack columns {missing}; pass labels={{'configuration': ..., "
-                         "'method': ...}} to evaluate_images")
-    extra = [c for c in frame.columns if c not in IMAGE_COLUMNS]
-    return _write_csv(frame[[*IMAGE_COLUMNS, *extra]], path)
-
-
-def read_image_csvs(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
-    """Concatenate per-image CSVs, refusing any that lacks a column the summary needs."""
-    frames = []
-    for path in paths:
-        # Labels stay text ("NA" is a fine configuration name); only metric cells may be missing.
-        frame = pd.read_csv(io.check_exists(path), dtype={c: str for c in LABELS}, keep_default_na=False,
-                            na_values={c: ["", "nan", "NaN"] for c in METRICS})
-        missing = [c for c in (*LABELS, *METRICS) if c not in frame.columns]
-        if missing:
-            raise io.InputError(path, f"missing columns {missing}; expected a per-image CSV from `n2sr evaluate`")
-        blank = [c for c in LABELS if (frame[c] == "").any()]
-        if blank:
-            raise io.InputError(path, f"empty values in columns {blank}; every row needs a configuration, image "
-                                      "and method")
-        frames.append(frame)
-    if not frames:
-        raise ValueError("no per-image CSVs given to summarize")
-    return pd.concat(frames, ignore_index=True)
-
-
 def summary_table(per_image: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1; NaN for n=1) and n per configuration x method.
 
@@ -153,32 +113,3 @@ def pivot_table(summary: pd.DataFrame, convention: Literal["fixed", "per_image"]
     table.insert(0, "n", counts.reindex(configs))
     table.insert(0, "convention", convention)
     return table.reset_index()
-
-
-def summarize(
-    per_image_csvs: Iterable[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-) -> pd.DataFrame:
-    """Write ``summary.csv``, ``<configuration>_summary.csv``, ``table.csv`` (per-image convention)
-    and ``table_fixed.csv`` (fixed data range) into `out_dir`.
-
-    Returns the overall summary (what ``summary.csv`` holds).
-    """
-    out_dir = Path(out_dir)
-    summary = summary_table(read_image_csvs(per_image_csvs))
-    bad = [c for c in summary["configuration"].unique() if c != Path(c).name or c.startswith(".")]
-    if bad:
-        raise ValueError(f"configurations {bad} cannot name a file (<configuration>_summary.csv); use plain names")
-    for configuration, part in summary.groupby("configuration", sort=False):
-        _write_csv(part, out_dir / f"{configuration}_summary.csv")
-    _write_csv(summary, out_dir / "summary.csv")
-    _write_csv(pivot_table(summary, "per_image"), out_dir / "table.csv")
-    _write_csv(pivot_table(summary, "fixed"), out_dir / "table_fixed.csv")
-    return summary
-
-
-def _write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Atomic CSV write, so a killed job never leaves a truncated table behind."""
-    with io.atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return Path(path)

@@ -1,4 +1,4 @@
-"""The paper's synthetic-noise archive (Table 1): stored noisy copies of clean references.
+"""Step `add_noise`: the paper's synthetic-noise archive (Table 1): stored noisy copies of clean references.
 
 The paper adds Gaussian, Poisson and mixed Poisson-Gaussian noise to FMD's averaged images
 and trains and tests every method on the result. The noise is drawn here once, from a
@@ -29,8 +29,10 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from n2sr import io
-from n2sr.noise import FULL_SCALE, add_poisson_gaussian, paper_noise_model
+from n2sr.errors import InputError
+from n2sr.io.atomic import atomic_path
+from n2sr.io.images import read_image, sha256_file
+from n2sr.noise import FULL_SCALE, paper_noise_model, poisson_gaussian, quantize
 
 NOISE_KEYS = ("lam", "sigma")
 DTYPES = ("float32", "uint8")
@@ -63,11 +65,11 @@ def noisy_copy(clean: np.ndarray, *, lam: float | None = None, sigma: float = 0.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    eight_bit = dtype == "uint8"
-    return add_poisson_gaussian(clean, lam, sigma, rng, clip=eight_bit, quantize=eight_bit).astype(dtype)
+    noisy = poisson_gaussian(clean, paper_noise_model(lam, sigma), rng)
+    return quantize(noisy, dtype) if dtype == "uint8" else noisy.astype(dtype)
 
 
-def make_noise_archive(
+def add_noise(
     root: str | os.PathLike[str],
     references: Mapping[str, str | os.PathLike[str]],
     noise: Mapping[str, Mapping[str, float]],
@@ -117,7 +119,7 @@ def make_noise_archive(
         lam, sigma = params.get("lam"), float(params.get("sigma", 0.0))
         model = paper_noise_model(lam, sigma)
         rows = []
-        with io.atomic_path(root / noise_name) as tmp:
+        with atomic_path(root / noise_name) as tmp:
             for name, (clean, source, sha) in cleans.items():
                 rng = np.random.default_rng([seed, _key(noise_name), _key(name)])
                 for k in range(captures):
@@ -139,15 +141,15 @@ def _key(name: str) -> int:
 
 
 def _read_reference(path: Path) -> tuple[np.ndarray, str, str]:
-    image = io.read_image(path)
+    image = read_image(path)
     if image.ndim != 2:
         image = np.squeeze(image)
     if image.ndim != 2:
-        raise io.InputError(path, f"has shape {image.shape}; a reference must be a single plane")
+        raise InputError(path, f"has shape {image.shape}; a reference must be a single plane")
     if image.min() < 0 or image.max() > FULL_SCALE:
-        raise io.InputError(path, f"has values {image.min():g}..{image.max():g}; the paper's noise levels are "
+        raise InputError(path, f"has values {image.min():g}..{image.max():g}; the paper's noise levels are "
                                   f"defined on the 0-{FULL_SCALE:g} scale (8-bit images)")
-    return image.astype(np.float64), str(path), io.sha256_file(path)
+    return image.astype(np.float64), str(path), sha256_file(path)
 
 
 def _check(references: Mapping[str, object], noise: Mapping[str, Mapping[str, float]], captures: int,

@@ -17,8 +17,7 @@ noisy value, also not through a *neighbouring* masked pixel's replacement (teste
   by the weighted mean of its eight neighbours ("donut" interpolation, the authors' ``interp``
   mode); on a stride >= 3 grid no neighbour is itself masked.
 
-The defaults below are the published settings; training takes them from `TrainConfig`
-(``n2v_box``, ``n2v_radius``, ``n2s_grid``), so a run can change them from the config.
+The published settings are the defaults of `n2sr.config.N2VConfig` and `N2SConfig`.
 """
 
 from __future__ import annotations
@@ -26,14 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-N2V_BOX = 10  # one blind spot per 10x10 box: 1% of the pixels
-N2V_RADIUS = 2  # replacements come from the 5x5 neighbourhood
-N2S_GRID = 4  # J-invariant grid stride: 1/16 of the pixels per pass
 _DONUT = torch.tensor([[0.5, 1.0, 0.5], [1.0, 0.0, 1.0], [0.5, 1.0, 0.5]]) / 6.0
 
 
-def n2v_mask(x: torch.Tensor, generator: torch.Generator | None = None, *, box: int = N2V_BOX,
-             radius: int = N2V_RADIUS) -> tuple[torch.Tensor, torch.Tensor]:
+def n2v_mask(x: torch.Tensor, generator: torch.Generator | None = None, *, box: int,
+             radius: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise2Void input and loss mask for a batch.
 
     Parameters
@@ -81,7 +77,7 @@ def n2v_mask(x: torch.Tensor, generator: torch.Generator | None = None, *, box: 
 
 
 def n2s_mask(x: torch.Tensor, generator: torch.Generator | None = None, *,
-             grid: int = N2S_GRID) -> tuple[torch.Tensor, torch.Tensor]:
+             grid: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise2Self input and loss mask: one random phase of a ``grid x grid`` lattice per sample.
 
     Parameters

@@ -1,4 +1,8 @@
-"""Clean references from repeated captures: the average of the noisy frames.
+"""Step `reference`: the clean reference of a field of view, as a t=1 OME-Zarr.
+
+The source is either the ingested captures (an OME-Zarr with t > 1 or t = 1), averaged, or a
+given reference file (TIFF/PNG), copied as it is. One command for both, so the workflow's
+rule does not choose between commands.
 
 FMD's ``avg50.png`` is ``floor(mean + 0.5)`` of its 50 captures, cast back to uint8.
 Reproducing that exactly (not ``np.round``, which rounds .5 ties to even and so differs
@@ -13,35 +17,32 @@ from pathlib import Path
 
 import numpy as np
 
-from n2sr import omezarr
-from n2sr.io import InputError, atomic_path, check_exists
+from n2sr.errors import InputError
+from n2sr.io import omezarr
+from n2sr.io.atomic import atomic_path
+from n2sr.io.images import check_exists, kind_of
+from n2sr.steps.ingest import ingest
 
 
-def average_reference(stack: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Mean of repeated captures along `axis`.
-
-    stack : ndarray (..., Y, X) of ints or floats, captures along `axis`.
-    Returns the input dtype for integers, exactly ``floor(mean + 0.5)``; float32 for floats.
-    """
-    stack = np.asarray(stack)
-    if stack.shape[axis] == 0:
-        raise ValueError("average_reference: no captures to average (empty axis)")
-    if np.issubdtype(stack.dtype, np.integer):
-        return _round_half_up(stack.sum(axis=axis, dtype=np.int64), stack.shape[axis], stack.dtype)
-    return stack.mean(axis=axis, dtype=np.float64).astype(np.float32)
-
-
-def _round_half_up(total: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
+def round_half_up(total: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
     """``floor(total / n + 0.5)`` in exact integer arithmetic: ``(2 total + n) // 2n``."""
     return ((2 * total + n) // (2 * n)).astype(dtype)
 
 
-def reference_zarr(in_zarr: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> Path:
+def reference(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> Path:
+    """Write the reference of `source` to `out_zarr`: the average of an OME-Zarr's captures, or a
+    given reference file (TIFF, PNG) converted as it is."""
+    if kind_of(check_exists(source)) != "zarr":
+        return ingest(source, out_zarr)
+    return average(source, out_zarr)
+
+
+def average(in_zarr: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> Path:
     """Average the captures on t of an OME-Zarr image into a t=1 OME-Zarr at `out_zarr`.
 
     Streams one plane at a time (memory: one accumulator plane per c, z), so stacks larger
     than memory work. Integers accumulate exactly in int64, floats in float64; the result
-    matches `average_reference` on the whole stack.
+    matches ``floor(mean + 0.5)`` over the whole stack.
     """
     src = omezarr.open_image(check_exists(in_zarr))
     if src.ndim != 5 or src.shape[0] == 0:
@@ -64,5 +65,5 @@ def reference_zarr(in_zarr: str | os.PathLike[str], out_zarr: str | os.PathLike[
             total = np.zeros((ny, nx), dtype=np.int64 if is_int else np.float64)
             for t in range(n_t):
                 total += src[t, c, z]
-            out[0, c, z] = _round_half_up(total, n_t, src.dtype) if is_int else (total / n_t).astype(np.float32)
+            out[0, c, z] = round_half_up(total, n_t, src.dtype) if is_int else (total / n_t).astype(np.float32)
     return out_path

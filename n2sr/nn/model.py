@@ -36,40 +36,11 @@ Where the authors' code (GitHub MeijiTian/Noise2SR, ``model.py``) and the paper'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-MULTIPLE = 32  # 2**5: five 2x2 max-poolings
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of an N2SRNet; field names are config keys and CLI options.
-
-    ``unet_out_channels=None`` means the variant's value (64 code, 256 paper); it is
-    resolved on construction so checkpoints store the number, not the rule.
-    """
-
-    variant: Literal["code", "paper"] = "code"
-    shared_weights: bool = True
-    features: int = 48
-    final_features: int = 128
-    unet_out_channels: int | None = None
-    sr_channels: int = 64
-
-    def __post_init__(self) -> None:
-        if self.variant not in ("code", "paper"):
-            raise ValueError(f"variant must be 'code' or 'paper', not {self.variant!r}")
-        if self.unet_out_channels is None:
-            object.__setattr__(self, "unet_out_channels", 64 if self.variant == "code" else 256)
-        for name in ("features", "final_features", "unet_out_channels", "sr_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
+from n2sr.config import MULTIPLE, ModelConfig
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
     """Pad (N, C, H, W) at the bottom/right up to a multiple of `multiple`.
@@ -177,6 +148,25 @@ def build_model(cfg: ModelConfig = ModelConfig(), sr: bool = True) -> nn.Module:
     if sr:
         return N2SRNet(cfg)
     return UNet(1, 1, cfg.features, cfg.shared_weights, cfg.final_features)
+
+
+def from_state(model_config: dict, scale: int, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """The trained network a checkpoint describes, in eval mode on the CPU.
+
+    `scale` 2 is Noise2SR's network, 1 the baselines' plain U-Net; a state that does not fit
+    the architecture is an error naming the first mismatching keys.
+    """
+    if scale not in (1, 2):
+        raise ValueError(f"scale must be 1 (same-size U-Net) or 2 (Noise2SR), got {scale}")
+    model = build_model(ModelConfig(**model_config), sr=scale == 2)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # tensors of the wrong shape
+        raise ValueError(f"weights do not fit the recorded architecture ({str(exc).splitlines()[-1].strip()})") from None
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit the recorded architecture (missing {sorted(missing)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]})")
+    return model.eval()
 
 
 def _extent(cfg: ModelConfig, length: int, sr: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Raw microscope data (TIFF stack, PNG, or a folder series) -> canonical OME-Zarr.
+"""Step `ingest`: raw microscope data (TIFF stack, PNG, or a folder series) -> canonical OME-Zarr.
 
 Ingest is the only step that understands vendor layouts; every later step sees one
 ``t c z y x`` OME-Zarr with provenance, so it can stream planes and trust the checksums.
@@ -18,12 +18,12 @@ import numpy as np
 import tifffile
 import zarr
 
-from n2sr import omezarr
-from n2sr.io import (
+from n2sr.errors import InputError
+from n2sr.io import omezarr
+from n2sr.io.atomic import atomic_path
+from n2sr.io.images import (
     PNG_SUFFIXES,
     TIFF_SUFFIXES,
-    InputError,
-    atomic_path,
     check_exists,
     check_finite,
     image_info,

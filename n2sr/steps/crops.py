@@ -1,4 +1,4 @@
-"""Before/after crops for the report: what a microscopist looks at before trusting a number.
+"""Step `crops`: before/after crops for the report, what a microscopist looks at before trusting a number.
 
 The crop is the window with the most structure in the reference (highest variance), so
 the figure shows edges and fine detail rather than empty background; every panel uses the
@@ -8,11 +8,37 @@ reference's display range, so brightness differences between methods stay visibl
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from n2sr.errors import InputError
+from n2sr.io.atomic import atomic_path
+from n2sr.io.planes import capture_ids, load_planes
 from n2sr.metrics import psnr
+
+
+def crops(reference: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+          capture: int = 0, methods: Sequence[str] = (), size: int = 128, title: str = "") -> None:
+    """Before/after figure of one capture: each image's plane that came from capture `capture`."""
+    if methods and len(methods) != len(images):
+        raise ValueError(f"{len(methods)} --methods name(s) for {len(images)} image(s); give one per image or none")
+    ref = load_planes(reference)[0]
+    panels = {}
+    for i, path in enumerate(images):
+        path = Path(path)
+        stack = load_planes(path)
+        ids = capture_ids(path, stack.shape[0])
+        if capture not in ids:
+            raise InputError(path, f"holds captures {ids}, not capture {capture}")
+        panels[methods[i] if methods else path.name.split(".")[0]] = stack[ids.index(capture)]
+    try:
+        crops_figure(ref, panels, out, size=size, title=title)
+    except InputError:
+        raise
+    except ValueError as exc:  # e.g. a constant reference has no display range
+        raise InputError(reference, str(exc)) from exc
 
 
 def busiest_window(reference: np.ndarray, size: int) -> tuple[slice, slice]:
@@ -44,8 +70,6 @@ def crops_figure(reference: np.ndarray, panels: Mapping[str, np.ndarray], out: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from n2sr.io import atomic_path
 
     ref = np.asarray(reference, dtype=np.float64)
     window = busiest_window(ref, size)

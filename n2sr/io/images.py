@@ -1,4 +1,4 @@
-"""Small, pure I/O helpers: read and write TIFF, PNG and Zarr images, atomic outputs.
+"""Read and write TIFF, PNG and Zarr images.
 
 Everything that touches an input file goes through here, so a bad file fails in one
 place with one kind of error (`InputError`) that names the file, says what is wrong and,
@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +19,9 @@ import tifffile
 import zarr
 from PIL import Image
 
-from n2sr import omezarr
+from n2sr.errors import InputError
+from n2sr.io import omezarr
+from n2sr.io.atomic import atomic_path
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
@@ -30,15 +31,6 @@ PNG_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.u
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 # What a broken or truncated file raises inside tifffile / Pillow / zarr.
 READ_ERRORS = (tifffile.TiffFileError, ValueError, OSError, EOFError, KeyError, IndexError)
-
-
-class InputError(ValueError):
-    """A problem with an input file, phrased for the user: ``<path>: <problem>[; <fix>]``."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        super().__init__(f"{os.fspath(path)}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
 
 
 @contextlib.contextmanager
@@ -216,59 +208,6 @@ def _write_tiff(path: Path, arr: np.ndarray, attrs: dict[str, Any]) -> None:
         tifffile.imwrite(path, arr, photometric="minisblack", metadata={"n2sr": attrs})
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling ``.name.tmp-<pid>``; on success move it onto `path`.
-
-    An interrupted job (killed, out of disk, exception) then never leaves a half-written
-    output that Snakemake or a later step would take as complete. For directories (Zarr)
-    a stale target is moved aside and deleted, since `os.replace` cannot replace a
-    non-empty directory; that swap is two renames, not one.
-
-    A job killed outright (SIGKILL, node failure) cannot clean up, so its ``.name.tmp-<pid>``
-    and ``.name.old-<pid>`` stay behind. Each write first removes every such sibling of `path`,
-    whatever its pid: that is safe because there is one writer per output at a time
-    (Snakemake schedules one job per output), so none of them belongs to a live write.
-    Siblings of other names are left alone.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"{tmp}: nothing was written for {path}")
-        if tmp.is_dir() or (path.is_dir() and not path.is_symlink()):
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            _remove(old)
-            if path.exists() or path.is_symlink():
-                os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove_stale_siblings(path: Path) -> None:
-    """Delete ``.name.tmp-<pid>`` / ``.name.old-<pid>`` left by earlier writes of `path`."""
-    prefixes = (f".{path.name}.tmp-", f".{path.name}.old-")
-    for sibling in path.parent.iterdir():
-        for prefix in prefixes:
-            if sibling.name.startswith(prefix) and sibling.name[len(prefix):].isdigit():
-                _remove(sibling)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in blocks so multi-GB stacks need no memory."""
     digest = hashlib.sha256()
@@ -276,3 +215,15 @@ def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20) -> s
         while block := f.read(block_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def export_tiff(zarr_path: str | os.PathLike[str], tiff_path: str | os.PathLike[str]) -> None:
+    """Stream an OME-Zarr image into an ImageJ hyperstack TIFF that Fiji opens, plane by plane."""
+    arr = omezarr.open_image(zarr_path)
+    t, c, z, y, x = arr.shape
+    attrs = omezarr.read_attrs(zarr_path)
+    planes = (np.asarray(arr[i, k, j], dtype=np.float32) for i in range(t) for j in range(z) for k in range(c))
+    with atomic_path(tiff_path) as tmp:
+        with tifffile.TiffWriter(tmp, imagej=True) as tw:
+            tw.write(planes, shape=(t, z, c, y, x), dtype=np.float32,
+                     metadata={"axes": "TZCYX", "Info": json.dumps(attrs, default=str)})

@@ -1,0 +1,176 @@
+"""Every setting's name and default, in one place.
+
+A field here is, under the same name, a key of ``workflow/schemas/config.schema.yaml`` and a
+long option of the CLI (``tile_size`` <-> ``--tile-size``); ``tests/test_config.py`` checks the
+schema and the CLI against these dataclasses, so the three cannot drift. The classes are
+plain data with validation: no torch, no I/O, so any layer may import them.
+
+| class | config section | CLI |
+|---|---|---|
+| `ModelConfig` | ``train`` (flattened) | ``n2sr train`` |
+| `TrainConfig` | ``train`` | ``n2sr train`` |
+| `N2VConfig`, `N2SConfig`, `N2NConfig` | ``n2v``, ``n2s``, ``n2n`` | ``n2sr train --n2v-box ...`` |
+| `DenoiseConfig` | ``denoise`` | ``n2sr denoise`` |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Precision = Literal["auto", "bf16", "fp32"]
+MULTIPLE = 32  # 2**5: the U-Net's five 2x2 max-poolings; tiles and blocks start on this grid
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the network (see `n2sr.nn.model` for where code and paper differ).
+
+    ``unet_out_channels=None`` means the variant's value (64 code, 256 paper); it is resolved
+    on construction so checkpoints store the number, not the rule.
+    """
+
+    variant: Literal["code", "paper"] = "code"
+    shared_weights: bool = True
+    features: int = 48
+    final_features: int = 128
+    unet_out_channels: int | None = None
+    sr_channels: int = 64
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("code", "paper"):
+            raise ValueError(f"variant must be 'code' or 'paper', not {self.variant!r}")
+        if self.unet_out_channels is None:
+            object.__setattr__(self, "unet_out_channels", 64 if self.variant == "code" else 256)
+        for name in ("features", "final_features", "unet_out_channels", "sr_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyperparameters shared by every trained method (authors' defaults)."""
+
+    iterations: int = 2000
+    minutes: float | None = None
+    batch_size: int = 16
+    patch_size: int = 128
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    precision: Precision = "auto"
+    augment: bool = False
+    normalization: Literal["range", "meanstd"] = "range"
+    val_fraction: float = 0.1
+    val_every: int = 100
+    val_patches: int = 32
+    checkpoint_every: int = 100
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 4 or self.patch_size % 2:
+            raise ValueError(f"patch_size must be an even number >= 4, got {self.patch_size}")
+        if self.iterations < 1 or self.batch_size < 1 or self.val_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("iterations, batch_size, val_every and checkpoint_every must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}")
+        if self.normalization not in ("range", "meanstd"):
+            raise ValueError(f"normalization must be 'range' or 'meanstd', not {self.normalization!r}")
+
+
+@dataclass(frozen=True)
+class N2VConfig:
+    """Noise2Void blind spots (Krull et al. 2019): one per ``box x box`` cell, each replaced by a
+    random other pixel of its ``(2 radius + 1)^2`` window."""
+
+    box: int = 10
+    radius: int = 2
+
+    def __post_init__(self) -> None:
+        if self.radius < 1:
+            raise ValueError(f"n2v radius must be >= 1 (a blind spot needs neighbours to copy), got {self.radius}")
+        if self.box <= self.radius + 1:
+            raise ValueError(f"n2v box must exceed radius + 1 = {self.radius + 1} so a replacement never "
+                             f"copies another blind spot, got {self.box}")
+
+
+@dataclass(frozen=True)
+class N2SConfig:
+    """Noise2Self (Batson & Royer 2019): one random phase of a ``grid x grid`` lattice is masked."""
+
+    grid: int = 4
+
+    def __post_init__(self) -> None:
+        if self.grid < 3:
+            raise ValueError(f"n2s grid must be >= 3 so masked pixels have unmasked neighbours, got {self.grid}")
+
+
+@dataclass(frozen=True)
+class N2NConfig:
+    """Noise2Noise: where the pairs of independent captures come from."""
+
+    pairs: Literal["captures"] = "captures"
+
+    def __post_init__(self) -> None:
+        if self.pairs != "captures":
+            raise ValueError(f"n2n pairs must be 'captures' (consecutive captures of each field of view), "
+                             f"not {self.pairs!r}")
+
+
+METHOD_CONFIGS: dict[str, type] = {"n2v": N2VConfig, "n2s": N2SConfig, "n2n": N2NConfig}
+"""Per-method settings: config section and CLI prefix (``--n2v-box``) = the method's name."""
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """Inference settings.
+
+    tile_size : side of the plane region one forward pass is responsible for (a multiple of
+        32); planes up to this size go through whole. A pass sees ``tile_size + 2 * overlap``.
+        A retried job (``attempt`` > 1) uses half the size per retry (`tile_for_attempt`).
+    overlap : context each tile and block gets beyond its region, in input pixels, rounded
+        up to 32 by `n2sr.nn.tiling.overlap_pixels`. None: the network's receptive field,
+        which makes tiled output equal whole-plane output.
+    downsample : how the 2x output returns to the input grid. ``avgpool`` (2x2 mean) is exact
+        and shift-invariant; ``bilinear`` is the authors' ``F.interpolate(scale_factor=0.5,
+        mode="bilinear", align_corners=True)``, evaluated on whole-plane coordinates.
+    block_size : side of the region held in memory when streaming a Zarr stack, rounded to
+        whole chunks.
+    """
+
+    tile_size: int = 1024
+    overlap: int | None = None
+    downsample: Literal["avgpool", "bilinear"] = "avgpool"
+    block_size: int = 2048
+    device: str = "auto"
+    precision: Precision = "auto"
+
+    def __post_init__(self) -> None:
+        if self.tile_size < MULTIPLE or self.tile_size % MULTIPLE:
+            raise ValueError(f"tile_size must be a positive multiple of {MULTIPLE}, got {self.tile_size}; "
+                             f"use {-(-max(self.tile_size, 1) // MULTIPLE) * MULTIPLE}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ValueError(f"overlap must be >= 0 (or unset for the receptive field), got {self.overlap}")
+        if self.downsample not in ("avgpool", "bilinear"):
+            raise ValueError(f"downsample must be 'avgpool' or 'bilinear', not {self.downsample!r}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+
+    def tile_for_attempt(self, attempt: int) -> int:
+        """Tile side for the `attempt`-th try of a job: halved per retry, a multiple of 32.
+
+        A job killed for memory is retried by Snakemake with more memory; smaller forward
+        passes make the retry fit even where memory cannot grow.
+        """
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1, got {attempt}")
+        return max(MULTIPLE, (self.tile_size >> (attempt - 1)) // MULTIPLE * MULTIPLE)
+
+
+def train_config_from_dict(values: dict) -> TrainConfig:
+    """A `TrainConfig` from its recorded dict (checkpoints store ``asdict``)."""
+    values = dict(values)
+    model = values.pop("model", {})
+    return TrainConfig(**values, model=model if isinstance(model, ModelConfig) else ModelConfig(**model))

@@ -1,0 +1,47 @@
+"""Step `evaluate`: PSNR/SSIM (both conventions) of every selected plane of images against a reference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from n2sr.errors import InputError
+from n2sr.io.csvs import write_image_csv
+from n2sr.io.planes import capture_ids, load_planes, select
+from n2sr.tables import evaluate_images
+
+
+def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], *,
+             csv: str | os.PathLike[str] | None = None, data_range: float | None = None,
+             captures: Sequence[int] | None = None, labels: dict[str, str] | None = None,
+             methods: Sequence[str] = ()) -> list[dict]:
+    """One row per plane; `methods` names each image's method (default: its file stem)."""
+    if methods and len(methods) != len(images):
+        raise ValueError(f"{len(methods)} --method value(s) for {len(images)} image(s); give one per image or none")
+    ref = load_planes(reference)
+    if ref.shape[0] != 1:
+        raise InputError(reference, f"has {ref.shape[0]} planes; a reference must be a single plane")
+    rows = []
+    for i, path in enumerate(images):
+        path = Path(path)
+        selection = select(path, captures)
+        stack = selection.read()
+        stack = stack.reshape(-1, *stack.shape[-2:])
+        if stack.shape[-2:] != ref.shape[-2:]:
+            raise InputError(path, f"planes are {stack.shape[-2]}x{stack.shape[-1]} but the reference "
+                                   f"{reference} is {ref.shape[-2]}x{ref.shape[-1]}")
+        method = methods[i] if methods else path.name.split(".")[0]
+        ids = selection.captures if captures is not None else capture_ids(path, stack.shape[0])
+        planes = {f"{path.name}[{t}]": plane for t, plane in zip(ids, stack)}
+        try:
+            rows += evaluate_images(ref[0], planes, fixed_data_range=data_range,
+                                    labels={"configuration": "", **(labels or {}), "method": method})
+        except InputError:
+            raise
+        except ValueError as exc:  # e.g. a constant reference, or a float one without a data range
+            hint = ("; in the pipeline, set evaluate.data_range" if "no fixed data range" in str(exc) else "")
+            raise InputError(reference, f"{exc} (scoring {path}){hint}") from exc
+    if csv is not None:
+        write_image_csv(rows, csv)
+    return rows

@@ -1,0 +1,139 @@
+"""Step `synth`: the embedded demo archive, synthetic fluorescence images with known clean versions.
+
+The pipeline runs end to end on it without any download, and because the noise-free image
+is known, the demo's PSNR/SSIM measure the denoiser rather than the reference's own noise.
+The layout mimics FMD's (``<configuration>/raw/<fov>/...``, ``<configuration>/gt/<fov>/...``)
+so the same ingest code handles both:
+
+    root/manifest.csv
+    root/<configuration>/raw/<fov>/capture_<kk>.tif   one noisy plane per file
+    root/<configuration>/gt/<fov>/clean.tif            the noise-free plane, same dtype
+
+FOVs are numbered from 1 as in FMD. FOV ``k`` shows the same clean sample in every
+configuration, so configurations differ only by their noise: their scores are comparable.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+import yaml
+
+from n2sr.io.atomic import atomic_path
+from n2sr.noise import poisson_gaussian, quantize
+from n2sr.synthetic import DEMO_CONFIGURATIONS, FULL_SCALE, clean_image, noise_model
+
+_CONFIG_KEYS = {"photons", "read_sigma"}
+
+
+def synth(out_dir: str | os.PathLike[str], *, seed: int = 0, spec: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Generate the demo archive; `spec` is a YAML file of `make_archive` keywords."""
+    kwargs = {}
+    if spec is not None:
+        with open(spec, encoding="utf-8") as f:
+            kwargs = yaml.safe_load(f) or {}
+        if "shape" in kwargs:
+            kwargs["shape"] = tuple(kwargs["shape"])
+    return make_archive(out_dir, seed=seed, **kwargs)
+
+
+def _quantize(image: np.ndarray, dtype: str) -> np.ndarray:
+    """Intensity 1.0 -> `FULL_SCALE` of the dtype maximum, rounded half up, clipped."""
+    return quantize(image, dtype, FULL_SCALE * np.iinfo(np.dtype(dtype)).max)
+
+
+def make_archive(
+    root: str | os.PathLike[str],
+    *,
+    configurations: Mapping[str, Mapping[str, float]] = DEMO_CONFIGURATIONS,
+    fovs: int = 3,
+    captures: int = 4,
+    shape: tuple[int, int] = (128, 128),
+    dtype: str = "uint8",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Write a synthetic archive under `root` (replaced atomically) and return its manifest.
+
+    Parameters
+    ----------
+    root : path
+        Output directory; built as a temporary sibling and renamed into place, so an
+        interrupted run never leaves a half archive. An existing archive (one with a
+        ``manifest.csv``) is replaced; any other non-empty directory is refused.
+    configurations : mapping name -> {"photons": float, "read_sigma": float}
+        Noise parameters of each configuration (see `n2sr.synthetic.noise_model`).
+    fovs, captures : int >= 1
+        Fields of view per configuration and noisy captures per field of view.
+    shape : (Y, X)
+    dtype : "uint8" or "uint16"
+    seed : int
+        Everything is a function of (seed, configuration name, FOV, capture): adding a
+        configuration or FOV leaves the others' images unchanged.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per file: ``path`` (relative to `root`), ``configuration``, ``fov``,
+        ``kind`` (``raw`` or ``gt``), ``capture`` (-1 for gt), ``height``, ``width``,
+        ``dtype``, ``photons``, ``read_sigma``, ``seed``; also written to
+        ``root/manifest.csv``.
+    """
+    _check_spec(configurations, fovs, captures, shape, dtype)
+    root = Path(root)
+    if root.exists() and any(root.iterdir()) and not (root / "manifest.csv").is_file():
+        raise ValueError(f"{root}: exists and is not a synthetic archive (no manifest.csv); refusing to replace it")
+    shape = (int(shape[0]), int(shape[1]))
+    width = max(2, len(str(captures - 1)))
+    cleans = [clean_image(shape, np.random.default_rng([seed, 0, fov])) for fov in range(1, fovs + 1)]
+    rows = []
+    with atomic_path(root) as tmp:
+        for name, params in configurations.items():
+            key = zlib.crc32(name.encode("utf-8"))  # stable across runs, unlike hash()
+            for fov, clean in enumerate(cleans, start=1):
+                base = {"configuration": name, "fov": fov, "height": shape[0], "width": shape[1], "dtype": dtype,
+                        "photons": float(params["photons"]), "read_sigma": float(params["read_sigma"]), "seed": seed}
+                rel = Path(name, "gt", str(fov), "clean.tif")
+                _write_plane(tmp / rel, _quantize(clean, dtype))
+                rows.append({"path": rel.as_posix(), "kind": "gt", "capture": -1, **base})
+                rng = np.random.default_rng([seed, 1, key, fov])
+                for k in range(captures):
+                    noisy = poisson_gaussian(clean, noise_model(params["photons"], params["read_sigma"]), rng)
+                    rel = Path(name, "raw", str(fov), f"capture_{k:0{width}d}.tif")
+                    _write_plane(tmp / rel, _quantize(noisy, dtype))
+                    rows.append({"path": rel.as_posix(), "kind": "raw", "capture": k, **base})
+        columns = ["path", "configuration", "fov", "kind", "capture", "height", "width", "dtype",
+                   "photons", "read_sigma", "seed"]
+        manifest = pd.DataFrame(rows, columns=columns)
+        manifest.to_csv(tmp / "manifest.csv", index=False)
+    return manifest
+
+
+def _write_plane(path: Path, plane: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, plane, photometric="minisblack")
+
+
+def _check_spec(configurations: Mapping[str, Mapping[str, float]], fovs: int, captures: int,
+                shape: tuple[int, int], dtype: str) -> None:
+    """Reject a bad spec before anything is written, naming the offending key."""
+    if not configurations:
+        raise ValueError("configurations is empty; give at least one, e.g. {'demo': {'photons': 30, 'read_sigma': 2}}")
+    for name, params in configurations.items():
+        if not name or name != Path(name).name or name.startswith("."):
+            raise ValueError(f"configuration name {name!r} must be a plain folder name")
+        if set(params) != _CONFIG_KEYS:
+            raise ValueError(f"configuration {name!r} has keys {sorted(params)}; expected exactly {sorted(_CONFIG_KEYS)}")
+        if not params["photons"] > 0 or not params["read_sigma"] >= 0:
+            raise ValueError(f"configuration {name!r}: need photons > 0 and read_sigma >= 0; got {dict(params)}")
+    if fovs < 1 or captures < 1:
+        raise ValueError(f"need fovs >= 1 and captures >= 1; got fovs={fovs}, captures={captures}")
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (Y, X); got {shape}")
+    if dtype not in ("uint8", "uint16"):
+        raise ValueError(f"dtype must be 'uint8' or 'uint16'; got {dtype!r}")
