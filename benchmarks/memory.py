@@ -1,10 +1,10 @@
-"""Peak memory of out-of-core denoising (`n2sr.denoise.denoise_zarr`) as the data grows, and ingest throughput.
+"""Peak memory of out-of-core denoising (`n2sr.io.blocks.stream_blocks` + `n2sr.nn.inference.Engine`) as the data grows, and ingest throughput.
 
 Claim under test: peak RSS is set by the block size, not by the stack size. Stacks: a base
 stack, one with 4x the planes, one with 4x the plane area (in 512 blocks, and whole planes
-as one block for contrast), plus the in-memory `denoise_array` on the 4x-planes stack.
+as one block for contrast), plus the in-memory `Engine.denoise_array` on the 4x-planes stack.
 
-Ingest (`n2sr.ingest.ingest`): a multi-page uint16 TIFF of `INGEST_PAGES` pages is made here,
+Ingest (`n2sr.steps.ingest.ingest`): a multi-page uint16 TIFF of `INGEST_PAGES` pages is made here,
 copied twice with ``cp`` (the page cache cannot be dropped without root, so the second copy
 shows the warm-cache speed; the file was just written, so the first one is mostly warm too),
 then ingested; MB/s is source bytes over wall time, and ingest's peak RSS shows it streams.
@@ -37,9 +37,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from n2sr import omezarr  # noqa: E402
+from n2sr.io import omezarr  # noqa: E402
 
-# Narrow network: the benchmark is about memory, not speed; the receptive field (halo) is the real one.
+# Narrow network: the benchmark is about memory, not speed; the receptive field (overlap) is the real one.
 MODEL = dict(features=8, final_features=16, unet_out_channels=16, sr_channels=16)
 
 
@@ -51,7 +51,7 @@ class Case:
     shape: tuple[int, int, int, int, int]
     chunk: int  # chunk side in y and x
     block_size: int
-    mode: str  # "zarr" (out of core) or "array" (whole stack in memory)
+    mode: str  # "zarr" (out of core, stream_blocks) or "array" (whole stack in memory, Engine.denoise_array)
 
 
 CASES = [
@@ -94,9 +94,11 @@ def measure_denoise(case: Case, src_path: Path, work: Path) -> dict:
     import psutil
     import torch
 
-    from n2sr.denoise import DenoiseConfig, denoise_array, denoise_zarr
-    from n2sr.model import ModelConfig, build_model, receptive_field
-    from n2sr.normalize import Normalizer
+    from n2sr.config import MULTIPLE, DenoiseConfig, ModelConfig
+    from n2sr.io.blocks import stream_blocks
+    from n2sr.nn.inference import Engine
+    from n2sr.nn.model import build_model, receptive_field
+    from n2sr.nn.normalize import Normalizer
 
     model_cfg = ModelConfig(**MODEL)
     torch.manual_seed(0)  # weights do not affect memory; seeded for a repeatable run in this fresh process
@@ -107,11 +109,13 @@ def measure_denoise(case: Case, src_path: Path, work: Path) -> dict:
     src = omezarr.open_image(src_path)
     before = psutil.Process().memory_info().rss
     start = time.perf_counter()
+    engine = Engine(net, cfg, scale=2, receptive_field=rf, normalizer=norm)
     if case.mode == "zarr":
         dst = omezarr.create_image(work / "out.zarr", case.shape, np.float32, chunks=src.chunks)
-        denoise_zarr(net, src, dst, norm, cfg, receptive_field=rf, progress=False)
+        stream_blocks(src, lambda planes, window: engine.denoise_window(planes, window, False), dst,
+                      context=engine.overlap, block_size=cfg.block_size, align=MULTIPLE, progress=False)
     else:
-        denoise_array(net, src[...], norm, cfg, receptive_field=rf, progress=False)
+        engine.denoise_array(src[...], progress=False)
     seconds = time.perf_counter() - start
     peak = peak_rss()
     return {"rss_before_mb": before / 2**20, "peak_rss_mb": peak / 2**20,
@@ -122,7 +126,7 @@ def measure_ingest(source: Path, out: Path) -> dict:
     """Run in the child: ingest `source` into `out`; RSS before and at peak, wall time."""
     import psutil
 
-    from n2sr.ingest import ingest
+    from n2sr.steps.ingest import ingest
 
     before = psutil.Process().memory_info().rss
     start = time.perf_counter()
@@ -151,10 +155,11 @@ def _child(function: str, *args: str) -> None:
 
 def denoise_memory(repeats: int) -> list[dict]:
     """All `CASES`, `repeats` times each, every run in its own subprocess; inputs made beforehand here."""
-    from n2sr.denoise import DenoiseConfig
-    from n2sr.model import ModelConfig, receptive_field
+    from n2sr.config import DenoiseConfig, ModelConfig
+    from n2sr.nn.model import receptive_field
+    from n2sr.nn.tiling import overlap_pixels
 
-    halo = DenoiseConfig().halo(receptive_field(ModelConfig(**MODEL)))
+    halo = overlap_pixels(DenoiseConfig().overlap, receptive_field(ModelConfig(**MODEL)))
     rows = []
     with tempfile.TemporaryDirectory(prefix="n2sr-bench-") as tmp:
         for i, case in enumerate(CASES):
@@ -226,7 +231,7 @@ def write_report(rows: list[dict], ingest: dict, out: Path) -> None:
         "## Denoise",
         "",
         f"Network {MODEL} (same receptive field, hence halo, as the default model), fp32 on CPU;",
-        "`denoise_zarr` runs through dask (`da.map_blocks` + `da.store`, synchronous scheduler, one block at",
+        "`stream_blocks` runs through dask (`da.map_blocks` + `da.store`, synchronous scheduler, one block at",
         "a time); every run in its own process; peak = max over runs, time = min.",
         "Input uint16, output float32 (`t c z y x`); window = side of the largest block + halo that is",
         "denoised at once.",
@@ -249,7 +254,7 @@ def write_report(rows: list[dict], ingest: dict, out: Path) -> None:
         "",
         "## Ingest throughput",
         "",
-        f"`n2sr.ingest.ingest` of a {ingest['pages']}-page {ingest['dtype']} TIFF "
+        f"`n2sr.steps.ingest.ingest` of a {ingest['pages']}-page {ingest['dtype']} TIFF "
         f"({ingest['page_shape'][0]}x{ingest['page_shape'][1]} Poisson noise, {ingest['source_mb']:.0f} MB) against",
         "`cp` of the same file; MB/s = source MB / wall s. The page cache cannot be dropped without root and the",
         "file was just written, so both copies (and the ingests) read from cache: `cp` is an upper bound on I/O.",

@@ -9,7 +9,7 @@
     same robust line fit as the estimator. The blind estimate sees the noisy frame only.
     scikit-image's `estimate_sigma` (one Gaussian sigma) is compared with the model's
     root-mean-square noise over the frame.
-(c) BM3D (`n2sr.bm3d_denoise`) on centre crops of FMD frames, with the blind model, the true
+(c) BM3D (`n2sr.bm3d.bm3d_denoise`) on centre crops of FMD frames, with the blind model, the true
     model and `estimate_sigma`'s sigma (the models are fitted on the full frame); PSNR
     against avg50 with the fixed range 255 and the per-image range ``ref.max() - ref.min()``.
 
@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 from skimage.restoration import estimate_sigma
 
-from n2sr import io, noise
-from n2sr.bm3d_denoise import bm3d_denoise
+from n2sr import noise
+from n2sr.bm3d import bm3d_denoise
+from n2sr.io.images import read_image
 from n2sr.metrics import per_image_range, psnr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def frames(root: Path) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
         for gt in sorted((root / config / "gt").glob("*/avg50.png"), key=lambda p: int(p.parent.name)):
             fov = int(gt.parent.name)
             raw = sorted((root / config / "raw" / str(fov)).glob("*.png"))[0]
-            out.append((config, fov, io.read_image(raw).astype(np.float64), io.read_image(gt).astype(np.float64)))
+            out.append((config, fov, read_image(raw).astype(np.float64), read_image(gt).astype(np.float64)))
     return out
 
 
@@ -91,9 +92,10 @@ def synthetic_rows(data: list, rng: np.random.Generator) -> list[dict]:
     rows = []
     for label, lam, sigma in SYNTHETIC:
         for config, fov, ref in refs:
-            noisy = noise.add_poisson_gaussian(ref, lam, sigma, rng) if lam else noise.add_gaussian(ref, sigma, rng)
+            truth = noise.paper_noise_model(lam, sigma)
+            noisy = noise.poisson_gaussian(ref, truth, rng)
             key = {"part": "synthetic", "configuration": config, "fov": fov, "noise": label}
-            rows.append({**key, "source": "truth", **summary(noise.paper_noise_model(lam, sigma), ref)})
+            rows.append({**key, "source": "truth", **summary(truth, ref)})
             rows.append({**key, "source": "estimate", **summary(noise.estimate_poisson_gaussian(noisy), ref)})
             rows.append({**key, "source": "estimate_sigma", **gaussian_row(float(estimate_sigma(noisy)))})
     return rows

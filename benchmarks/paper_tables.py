@@ -62,6 +62,8 @@ PAPER_TABLE2 = {  # confocal rows; FMD configuration -> method -> (psnr, ssim)
     "Confocal_MICE": {"bm3d": (33.07, 0.9457), "n2v": (37.11, 0.9603), "n2s": (37.40, 0.9612),
                       "n2sr": (37.49, 0.9651), "n2n": (37.74, 0.9652)},
 }
+# Per-method settings that configs before the n2v / n2s sections kept under `train`: key -> (section, key).
+LEGACY_TRAIN_KEYS = {"n2v_box": ("n2v", "box"), "n2v_radius": ("n2v", "radius"), "n2s_grid": ("n2s", "grid")}
 SAMPLE_LABELS = {"Confocal_BPAE_B": "BPAE (Nuclei)", "Confocal_BPAE_G": "BPAE (F-actin)",
                  "Confocal_BPAE_R": "BPAE (Mito)", "Confocal_FISH": "Zebrafish", "Confocal_MICE": "Mouse Brain"}
 
@@ -70,10 +72,24 @@ def data_root() -> Path:
     return Path(os.environ.get("N2SR_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
+def method_sections(config: dict) -> dict:
+    """Move ``train.n2v_box``, ``train.n2v_radius`` and ``train.n2s_grid`` (older configs) to the
+    top-level sections ``n2v: {box, radius}`` and ``n2s: {grid}`` the schema now requires; a value
+    already in its section wins. Changes and returns `config`."""
+    train = config.get("train") or {}
+    for old, (section, key) in LEGACY_TRAIN_KEYS.items():
+        if old in train:
+            value = train.pop(old)
+            if config.get(section) is None:
+                config[section] = {}
+            config[section].setdefault(key, value)
+    return config
+
+
 def derived_config(base: str, args: argparse.Namespace, *, methods: list[str],
                    configurations: list[str] | None = None) -> dict:
     """The shipped config with the CPU budget, CPU resources and an absolute data path."""
-    config = yaml.safe_load((REPO / base).read_text())
+    config = method_sections(yaml.safe_load((REPO / base).read_text()))
     fmd = str(data_root() / "fmd")
     if config.get("archive"):
         config["archive"]["root"] = fmd

@@ -26,12 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from n2sr import checkpoint, io
-from n2sr.denoise import DenoiseConfig, denoise_plane
-from n2sr.device import pick_device
+from n2sr.config import DenoiseConfig, ModelConfig, TrainConfig
+from n2sr.io import checkpoints
+from n2sr.io.images import read_image
+from n2sr.io.provenance import versions
 from n2sr.metrics import evaluate_pair
-from n2sr.model import ModelConfig, receptive_field
-from n2sr.train import TrainConfig, train
+from n2sr.nn.inference import Engine
+from n2sr.nn.model import from_state, receptive_field
+from n2sr.nn.normalize import Normalizer
+from n2sr.steps.train import train_planes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,23 +63,25 @@ def protocol(root: Path, config: str, train_captures: int, val_captures: int) ->
 def run(config: str, model_cfg: ModelConfig, args: argparse.Namespace, out_dir: Path) -> list[dict]:
     root = fmd_root()
     train_files, val = protocol(root, config, args.train_captures, args.val_captures)
-    planes = [io.read_image(f) for f in train_files]
+    planes = [read_image(f) for f in train_files]
     cfg = TrainConfig(iterations=args.iterations, minutes=args.minutes, seed=args.seed, model=model_cfg,
                       batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, val_every=args.val_every,
                       checkpoint_every=args.val_every)
     tag = f"{config}-{'shared' if model_cfg.shared_weights else 'separate'}-{model_cfg.variant}"
     ckpt_path = args.models_dir / f"{tag}.pt"
     t0 = time.monotonic()
-    result = train(planes, cfg, ckpt_path, sources=[str(f) for f in train_files], progress=not args.quiet)
+    result = train_planes(planes, ckpt_path, cfg, sources=[str(f) for f in train_files], progress=not args.quiet)
     seconds = time.monotonic() - t0
-    device = pick_device("auto")
-    net, normalizer, _ = checkpoint.load_model(ckpt_path, device)
+    ckpt = checkpoints.load(ckpt_path)
+    net = from_state(ckpt["model_config"], ckpt["scale"], ckpt["model"])
     rf = receptive_field(model_cfg)
+    engine = Engine(net, DenoiseConfig(), scale=ckpt["scale"], receptive_field=rf,
+                    normalizer=Normalizer.from_dict(ckpt["normalizer"]))
     rows = []
     for fov, f in val:
-        noisy = io.read_image(f)
-        ref = io.read_image(root / config / "gt" / str(fov) / "avg50.png")
-        denoised, _ = denoise_plane(net, noisy, normalizer, DenoiseConfig(), receptive_field=rf)
+        noisy = read_image(f)
+        ref = read_image(root / config / "gt" / str(fov) / "avg50.png")
+        denoised, _ = engine.denoise_plane(noisy)
         for method, img in (("noisy", noisy), ("n2sr", denoised)):
             m = evaluate_pair(ref, img, fixed_data_range=255)
             rows.append({"configuration": config, "variant": model_cfg.variant, "shared_weights": model_cfg.shared_weights,
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = pd.DataFrame(rows)
             frame.to_csv(args.out_dir / f"{args.name}.csv", index=False)
             (args.out_dir / f"{args.name}.md").write_text(markdown(frame, args))
-    meta = {"args": {k: str(v) for k, v in vars(args).items()}, "versions": checkpoint.versions(),
+    meta = {"args": {k: str(v) for k, v in vars(args).items()}, "versions": versions(),
             "model_configs": [dataclasses.asdict(v) for v in variants]}
     (args.out_dir / f"{args.name}.json").write_text(json.dumps(meta, indent=2))
     print(markdown(pd.DataFrame(rows), args))

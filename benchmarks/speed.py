@@ -2,8 +2,11 @@
 
 One run measures (a) matmul and 3x3-conv peaks in fp32 and bf16, (b) network FLOPs per
 input pixel, (c) inference megapixels/s on a 512x512 plane per inference path, with
-achieved GFLOP/s and achieved/peak, (d) training iterations/s (batch 16, 128x128 crops ->
-64x64 sub-sampled inputs, Adam, complement MSE). Writes speed.json and speed.md.
+achieved GFLOP/s and achieved/peak (the prepared paths are `n2sr.nn.inference.prepare`, the
+pipeline's own), (d) training iterations/s of the real training step: `n2sr.nn.training._step`
+on a `_sample_batch` batch of a `_Run`, exactly as `n2sr.nn.training.fit` calls them (batch 16,
+128x128 crops -> 64x64 sub-sampled inputs, Adam, complement MSE, channels_last, bf16 autocast or
+fp32). Writes speed.json and speed.md.
 
 The cores may be shared with other jobs, so every measurement is the best of several
 repeats, and the peaks are measured in each round next to the network, so the ratio
@@ -25,10 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from n2sr.accel import prepare_for_inference, set_threads
-from n2sr.device import autocast
-from n2sr.model import ModelConfig, build_model
-from n2sr.subsample import complement_mse, subsample
+from n2sr.config import ModelConfig, TrainConfig
+from n2sr.nn.device import autocast, set_threads
+from n2sr.nn.inference import prepare
+from n2sr.nn.model import build_model
+from n2sr.nn.objectives import objective
+from n2sr.nn.training import _Run, _sample_batch, _step
 
 CPU = torch.device("cpu")
 
@@ -84,35 +89,37 @@ def inference_paths(cfg: ModelConfig, with_compile: bool) -> dict[str, tuple[Cal
 
     paths = {
         "fp32 eager NCHW": (fp32_plain, "fp32"),
-        "fp32 prepared (NHWC)": (prepare_for_inference(model, CPU, "fp32", compile=False), "fp32"),
+        "fp32 prepared (NHWC)": (prepare(model, CPU, "fp32", compile=False), "fp32"),
         "bf16 autocast NCHW": (bf16_autocast, "bf16"),
-        "bf16 prepared (bf16 weights, NHWC) [default]": (prepare_for_inference(model, CPU, "bf16", compile=False), "bf16"),
+        "bf16 prepared (bf16 weights, NHWC) [default]": (prepare(model, CPU, "bf16", compile=False), "bf16"),
     }
     if with_compile:
-        paths["bf16 prepared + torch.compile"] = (prepare_for_inference(model, CPU, "bf16", compile=True), "bf16")
+        paths["bf16 prepared + torch.compile"] = (prepare(model, CPU, "bf16", compile=True), "bf16")
     return paths
 
 
-def train_step_fn(cfg: ModelConfig, precision: str, channels_last: bool, compiled: bool,
-                  batch: int = 16, crop: int = 128) -> Callable[[], float]:
-    """One Noise2SR training iteration on random crops, as train.py does it."""
+def train_step_fn(cfg: ModelConfig, precision: str, compiled: bool, batch: int = 16, crop: int = 128,
+                  planes: int = 4, side: int = 256) -> Callable[[], float]:
+    """One Noise2SR training iteration of the real loop, as `n2sr.nn.training.fit` runs it.
+
+    A `_Run` (model in channels_last, Adam, seeded generators) on `planes` random normalised
+    ``(1, side, side)`` planes; each call draws a batch with `_sample_batch` and takes one
+    `_step`, so the timing follows the training code instead of a copy of it. ``compiled``
+    wraps the run's model in ``torch.compile`` (the optimiser keeps the same parameters); the
+    loop itself never compiles.
+    """
+    train_cfg = TrainConfig(batch_size=batch, patch_size=crop, device="cpu", precision=precision,  # type: ignore[arg-type]
+                            model=cfg)
+    obj = objective("n2sr")
+    run = _Run(train_cfg, obj, CPU)
+    if compiled:
+        run.model = torch.compile(run.model)
+    run.model.train()
     gen = torch.Generator().manual_seed(0)
-    model = build_model(cfg).train()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    net = torch.compile(model) if compiled else model
-    crops = torch.rand(batch, 1, crop, crop, generator=gen)
+    data = [torch.rand(1, side, side, generator=gen) for _ in range(planes)]
 
     def step() -> float:
-        y_j, mask = subsample(crops, gen)
-        with autocast(CPU, precision):  # type: ignore[arg-type]
-            pred = net(y_j.contiguous(memory_format=fmt))
-        loss = complement_mse(pred, crops, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return _step(run, obj, _sample_batch(data, train_cfg, run.data_gen).to(CPU, non_blocking=True), CPU, precision)
 
     return step
 
@@ -173,12 +180,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                           "ratio_same_round_max": max(ratios[name]), "first_call_s": compile_s[name]})
 
     training = []
-    variants = [("fp32", False, False), ("bf16", False, False), ("bf16", True, False)]
+    # The real step always runs channels_last (`_Run`, `_step`), so the NCHW rows that the former
+    # copy of the step measured have no counterpart; the column stays for the results' format.
+    variants = [("fp32", True, False), ("bf16", True, False)]
     if not args.quick and not args.no_compile:
         variants.append(("bf16", True, True))
     train_flops = 3 * fpp * 16 * 64 * 64  # forward + backward ~ 3x forward
     for prec, cl, comp in variants:
-        step = train_step_fn(cfg, prec, cl, comp)
+        step = train_step_fn(cfg, prec, comp)
         t0 = time.perf_counter()
         step()
         first = time.perf_counter() - t0

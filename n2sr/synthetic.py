@@ -1,16 +1,7 @@
 """Clean synthetic fluorescence planes for the embedded demo archive (written by `n2sr.steps.synth`).
 
-The pipeline runs end to end on it without any download, and because the noise-free image
-is known, the demo's PSNR/SSIM measure the denoiser rather than the reference's own noise.
-The layout mimics FMD's (``<configuration>/raw/<fov>/...``, ``<configuration>/gt/<fov>/...``)
-so the same ingest code handles both:
-
-    root/manifest.csv
-    root/<configuration>/raw/<fov>/capture_<kk>.tif   one noisy plane per file
-    root/<configuration>/gt/<fov>/clean.tif            the noise-free plane, same dtype
-
-FOVs are numbered from 1 as in FMD. FOV ``k`` shows the same clean sample in every
-configuration, so configurations differ only by their noise: their scores are comparable.
+Because the noise-free image is known, the demo's PSNR/SSIM measure the denoiser rather than
+a reference's own noise. Pure numerics: `n2sr.steps.synth` lays the archive out on disk.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def job_resources(output: str, rule: str) -> list[dict[str, str]]:
 
 
 def zarr_array(path: Path) -> np.ndarray:
-    from n2sr import omezarr
+    from n2sr.io import omezarr
 
     return np.asarray(omezarr.open_image(path)[...])
 
@@ -201,7 +201,7 @@ def assert_same_outputs(a: Path, b: Path) -> list[str]:
     (timing columns aside), model weights; PNG figures only exist. Returns what was compared."""
     import torch
 
-    from n2sr import checkpoint
+    from n2sr.io import checkpoints
 
     left, right = outputs_of(a), outputs_of(b)
     assert sorted(left) == sorted(right)

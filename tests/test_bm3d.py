@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from n2sr.bm3d_denoise import bm3d_denoise
+from n2sr.bm3d import bm3d_denoise
 from n2sr.metrics import psnr
 
 

@@ -9,9 +9,13 @@ import torch
 import torch.nn.functional as F
 import zarr
 
-from n2sr.denoise import DenoiseConfig, _check_aligned, denoise_array, denoise_plane, denoise_zarr
-from n2sr.model import ModelConfig, build_model, receptive_field
-from n2sr.normalize import Normalizer
+from n2sr.config import MULTIPLE, DenoiseConfig, ModelConfig
+from n2sr.io.blocks import check_aligned as _check_aligned
+from n2sr.io.blocks import stream_blocks
+from n2sr.nn import tiling
+from n2sr.nn.inference import Engine
+from n2sr.nn.model import build_model, receptive_field
+from n2sr.nn.normalize import Normalizer
 
 # A narrow network keeps each test fast; the receptive field does not depend on the widths.
 SMALL = ModelConfig(features=8, final_features=16, unet_out_channels=8, sr_channels=8)
@@ -43,8 +47,22 @@ def plane_of(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 1000, shape).astype(np.uint16)
 
 
+def engine(net, cfg, receptive_field=RF) -> Engine:
+    return Engine(net, cfg, scale=2, receptive_field=receptive_field, normalizer=NORM)
+
+
 def run(net, plane, cfg, return_sr=True):
-    return denoise_plane(net, plane, NORM, cfg, receptive_field=RF, return_sr=return_sr)
+    return engine(net, cfg).denoise_plane(plane, return_sr=return_sr)
+
+
+def denoise_array(net, arr, cfg, return_sr=False):
+    return engine(net, cfg).denoise_array(arr, return_sr=return_sr, progress=False)
+
+
+def denoise_zarr(net, src, dst, cfg, sr_dst=None, **kwargs):
+    e = engine(net, cfg)
+    stream_blocks(src, lambda planes, window: e.denoise_window(planes, window, sr_dst is not None), dst, sr_dst,
+                  context=e.overlap, block_size=cfg.block_size, align=MULTIPLE, **kwargs)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
@@ -83,8 +101,8 @@ def test_small_overlap_is_close_but_not_exact(net) -> None:
 @pytest.mark.parametrize("tile", [1024, 32])
 def test_normalisation_is_undone_exactly(tile: int) -> None:
     plane = plane_of((45, 77))
-    denoised, sr = denoise_plane(upsample_net, plane, NORM, DenoiseConfig(tile_size=tile, **FP32), receptive_field=0,
-                                 return_sr=True)
+    denoised, sr = engine(upsample_net, DenoiseConfig(tile_size=tile, **FP32), receptive_field=0).denoise_plane(
+        plane, return_sr=True)
     np.testing.assert_allclose(denoised, plane, rtol=1e-6, atol=1e-3)
     np.testing.assert_allclose(sr, np.repeat(np.repeat(plane, 2, 0), 2, 1), rtol=1e-6, atol=1e-3)
 
@@ -107,13 +125,13 @@ def test_avgpool_is_the_2x2_mean(net) -> None:
 def test_array_is_plane_wise(net) -> None:
     stack = plane_of((2, 1, 2, 33, 50))
     cfg = DenoiseConfig(tile_size=32, **FP32)
-    denoised, sr = denoise_array(net, stack, NORM, cfg, receptive_field=RF, return_sr=True, progress=False)
+    denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
     assert denoised.shape == stack.shape and sr.shape == (2, 1, 2, 66, 100)
     for index in np.ndindex(*stack.shape[:-2]):
         d, s = run(net, stack[index], cfg)
         np.testing.assert_array_equal(denoised[index], d)
         np.testing.assert_array_equal(sr[index], s)
-    assert denoise_array(net, stack, NORM, cfg, receptive_field=RF, progress=False)[1] is None
+    assert denoise_array(net, stack, cfg)[1] is None
 
 
 def zarr_array(tmp_path, name: str, data_or_shape, chunks, dtype=None, shards=None) -> zarr.Array:
@@ -138,8 +156,8 @@ def test_zarr_out_of_core_equals_in_memory(net, tmp_path, mode, shape, chunks, s
     sr_shards = None if shards is None else (*shards[:3], 2 * shards[3], 2 * shards[4])
     sr_dst = zarr_array(tmp_path, "sr.zarr", (*shape[:3], 2 * shape[3], 2 * shape[4]), sr_chunks, np.float32, sr_shards)
     cfg = DenoiseConfig(tile_size=64, block_size=block, downsample=mode, **FP32)
-    denoise_zarr(net, src, dst, NORM, cfg, receptive_field=RF, sr_dst=sr_dst, progress=False)
-    denoised, sr = denoise_array(net, stack, NORM, cfg, receptive_field=RF, return_sr=True, progress=False)
+    denoise_zarr(net, src, dst, cfg, sr_dst=sr_dst, progress=False)
+    denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
     reread = zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")
     assert_close(reread[...], denoised)
     assert_close(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
@@ -150,8 +168,8 @@ def test_zarr_reads_a_dask_selection_of_captures(net, tmp_path) -> None:
     src = da.from_zarr(zarr_array(tmp_path, "src.zarr", stack, (1, 1, 1, 40, 70)))[[2, 0]]
     dst = zarr_array(tmp_path, "dst.zarr", src.shape, (1, 1, 1, 16, 32), np.float32)
     cfg = DenoiseConfig(block_size=32, **FP32)
-    denoise_zarr(net, src, dst, NORM, cfg, receptive_field=RF, progress=False)
-    expected, _ = denoise_array(net, stack[[2, 0]], NORM, cfg, receptive_field=RF, progress=False)
+    denoise_zarr(net, src, dst, cfg, progress=False)
+    expected, _ = denoise_array(net, stack[[2, 0]], cfg)
     assert_close(dst[...], expected)
 
 
@@ -163,8 +181,8 @@ def test_zarr_lock_free_writes_under_threads(net, tmp_path) -> None:
     dst = zarr_array(tmp_path, "dst.zarr", stack.shape, (2, 1, 1, 7, 50), np.float32)
     sr_dst = zarr_array(tmp_path, "sr.zarr", (2, 1, 1, 80, 300), (1, 1, 1, 14, 100), np.float32)
     cfg = DenoiseConfig(tile_size=64, block_size=21, **FP32)
-    denoise_zarr(net, src, dst, NORM, cfg, receptive_field=RF, sr_dst=sr_dst, progress=False, scheduler="threads")
-    denoised, sr = denoise_array(net, stack, NORM, cfg, receptive_field=RF, return_sr=True, progress=False)
+    denoise_zarr(net, src, dst, cfg, sr_dst=sr_dst, progress=False, scheduler="threads")
+    denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
     assert_close(zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")[...], denoised)
     assert_close(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
 
@@ -180,7 +198,7 @@ def test_zarr_computes_each_block_once_with_progress(net, tmp_path, capsys) -> N
     src = zarr_array(tmp_path, "src.zarr", stack, (1, 1, 1, 45, 77))
     dst = zarr_array(tmp_path, "dst.zarr", stack.shape, (1, 1, 1, 45, 77), np.float32)
     sr_dst = zarr_array(tmp_path, "sr.zarr", (3, 1, 1, 90, 154), (1, 1, 1, 90, 154), np.float32)
-    denoise_zarr(counting_net, src, dst, NORM, DenoiseConfig(**FP32), receptive_field=RF, sr_dst=sr_dst)
+    denoise_zarr(counting_net, src, dst, DenoiseConfig(**FP32), sr_dst=sr_dst)
     assert len(calls) == 3  # one pass per plane although the block feeds two outputs
     assert "3/3" in capsys.readouterr().err
 
@@ -200,11 +218,9 @@ def test_zarr_refuses_targets_that_do_not_fit(net, tmp_path) -> None:
     src = zarr_array(tmp_path, "src.zarr", plane_of((1, 1, 1, 33, 40)), (1, 1, 1, 33, 40))
     cfg = DenoiseConfig(**FP32)
     with pytest.raises(ValueError, match="shape"):
-        denoise_zarr(net, src, zarr_array(tmp_path, "a.zarr", (1, 1, 1, 33, 41), (1, 1, 1, 33, 41), np.float32),
-                     NORM, cfg, receptive_field=RF)
+        denoise_zarr(net, src, zarr_array(tmp_path, "a.zarr", (1, 1, 1, 33, 41), (1, 1, 1, 33, 41), np.float32), cfg)
     with pytest.raises(ValueError, match="floating dtype"):
-        denoise_zarr(net, src, zarr_array(tmp_path, "b.zarr", src.shape, src.chunks, np.uint16),
-                     NORM, cfg, receptive_field=RF)
+        denoise_zarr(net, src, zarr_array(tmp_path, "b.zarr", src.shape, src.chunks, np.uint16), cfg)
 
 
 def test_config_and_network_errors(net) -> None:
@@ -212,7 +228,9 @@ def test_config_and_network_errors(net) -> None:
         DenoiseConfig(tile_size=100)
     with pytest.raises(ValueError, match="downsample"):
         DenoiseConfig(downsample="nearest")
-    assert DenoiseConfig().halo(RF) == 192 and DenoiseConfig(overlap=40).halo(RF) == 64
+    assert tiling.overlap_pixels(DenoiseConfig().overlap, RF) == 192
+    assert tiling.overlap_pixels(DenoiseConfig(overlap=40).overlap, RF) == 64
+    assert [DenoiseConfig(tile_size=256).tile_for_attempt(a) for a in (1, 2, 3, 9)] == [256, 128, 64, 32]
     training = build_model(SMALL)
     with pytest.raises(ValueError, match="eval"):
         run(training, plane_of((32, 32)), DenoiseConfig(**FP32))

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from n2sr import evaluate
+from n2sr import tables
+from n2sr.io import csvs
+from n2sr.steps.summarize import summarize
 from n2sr.metrics import evaluate_pair
 
 
@@ -20,7 +22,7 @@ def ref() -> np.ndarray:
 def test_evaluate_images_rows(ref):
     noisy = np.clip(ref + np.random.default_rng(1).normal(0, 8, ref.shape), 0, 255).astype(np.uint8)
     stack = np.stack([noisy, ref])  # (t, y, x): one row per plane
-    rows = evaluate.evaluate_images(ref, {"a.tif": noisy, "b.zarr": stack},
+    rows = tables.evaluate_images(ref, {"a.tif": noisy, "b.zarr": stack},
                                     labels={"configuration": "A", "method": "noisy"})
     assert [r["image"] for r in rows] == ["a.tif", "b.zarr[0]", "b.zarr[1]"]
     assert all(r["configuration"] == "A" and r["method"] == "noisy" for r in rows)
@@ -30,26 +32,26 @@ def test_evaluate_images_rows(ref):
 
 def test_evaluate_images_matches_reference_planes(ref):
     refs = np.stack([ref, ref[::-1]])
-    rows = evaluate.evaluate_images(refs, {"x": refs.copy()}, fixed_data_range=255)
+    rows = tables.evaluate_images(refs, {"x": refs.copy()}, fixed_data_range=255)
     assert [r["psnr"] for r in rows] == [math.inf, math.inf]
     with pytest.raises(ValueError, match="3 image plane"):
-        evaluate.evaluate_images(refs, {"x": np.stack([ref] * 3)})
+        tables.evaluate_images(refs, {"x": np.stack([ref] * 3)})
     with pytest.raises(ValueError, match="different planes"):
-        evaluate.evaluate_images(ref, {"x": ref[:-1]})
+        tables.evaluate_images(ref, {"x": ref[:-1]})
     with pytest.raises(ValueError, match="overwrite"):
-        evaluate.evaluate_images(ref, {"x": ref}, labels={"psnr": "1"})
+        tables.evaluate_images(ref, {"x": ref}, labels={"psnr": "1"})
 
 
 def test_write_image_csv_columns(tmp_path, ref):
-    rows = evaluate.evaluate_images(ref, {"a": ref // 2}, labels={"method": "n2sr", "fov": "1", "configuration": "A"})
-    path = evaluate.write_image_csv(rows, tmp_path / "sub" / "a.csv")
+    rows = tables.evaluate_images(ref, {"a": ref // 2}, labels={"method": "n2sr", "fov": "1", "configuration": "A"})
+    path = csvs.write_image_csv(rows, tmp_path / "sub" / "a.csv")
     frame = pd.read_csv(path)
     expected = ["configuration", "image", "method", "psnr", "ssim", "psnr_per_image", "ssim_per_image", "data_range"]
     assert list(frame.columns[: len(expected)]) == expected
     assert "fov" in frame.columns and frame.loc[0, "data_range"] == 255
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.csv"]  # no temporary left
     with pytest.raises(ValueError, match="lack columns"):
-        evaluate.write_image_csv(evaluate.evaluate_images(ref, {"a": ref}), tmp_path / "b.csv")
+        csvs.write_image_csv(tables.evaluate_images(ref, {"a": ref}), tmp_path / "b.csv")
 
 
 def _per_image_csvs(tmp_path) -> list:
@@ -61,13 +63,13 @@ def _per_image_csvs(tmp_path) -> list:
         rows = [{"configuration": config, "image": f"i{i}", "method": method, "psnr": v, "ssim": v / 100,
                  "psnr_per_image": v - 2, "ssim_per_image": v / 200, "data_range": 255, "data_range_per_image": 200}
                 for i, v in enumerate(values)]
-        paths.append(evaluate.write_image_csv(rows, tmp_path / f"{config}_{method}.csv"))
+        paths.append(csvs.write_image_csv(rows, tmp_path / f"{config}_{method}.csv"))
     return paths
 
 
 def test_summarize_statistics_and_files(tmp_path):
     out = tmp_path / "reports"
-    summary = evaluate.summarize(_per_image_csvs(tmp_path), out)
+    summary = summarize(_per_image_csvs(tmp_path), out)
     assert sorted(p.name for p in out.iterdir()) == ["A_summary.csv", "NA_summary.csv", "summary.csv", "table.csv",
                                                      "table_fixed.csv"]
     assert list(zip(summary.configuration, summary.method)) == [("A", "noisy"), ("A", "n2sr"), ("NA", "noisy")]
@@ -83,7 +85,7 @@ def test_summarize_statistics_and_files(tmp_path):
 
 def test_table_pivot(tmp_path):
     out = tmp_path / "reports"
-    evaluate.summarize(_per_image_csvs(tmp_path), out)
+    summarize(_per_image_csvs(tmp_path), out)
     table = pd.read_csv(out / "table.csv", keep_default_na=False)
     assert list(table.columns) == ["configuration", "convention", "n", "noisy", "n2sr"]
     assert table.shape == (2, 5)
@@ -99,12 +101,12 @@ def test_summarize_rejects_bad_csv(tmp_path):
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"configuration": ["A"], "psnr": [1.0]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="bad.csv: missing columns"):
-        evaluate.summarize([bad], tmp_path / "out")
+        summarize([bad], tmp_path / "out")
     blank = tmp_path / "blank.csv"
     pd.DataFrame({"configuration": [""], "image": ["a"], "method": ["noisy"], "psnr": [1.0], "ssim": [0.5],
                   "psnr_per_image": [1.0], "ssim_per_image": [0.5]}).to_csv(blank, index=False)
     with pytest.raises(ValueError, match="blank.csv: empty values in columns \\['configuration'\\]"):
-        evaluate.summarize([blank], tmp_path / "out")
+        summarize([blank], tmp_path / "out")
     with pytest.raises(ValueError, match="no per-image CSVs"):
-        evaluate.summarize([], tmp_path / "out")
+        summarize([], tmp_path / "out")
     assert not (tmp_path / "out").exists()

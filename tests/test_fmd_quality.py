@@ -8,24 +8,28 @@ from 0.843 to 0.968; the thresholds below keep about 3 dB and 0.06 of headroom.
 import pytest
 import torch
 
-from n2sr import checkpoint, io
-from n2sr.accel import prepare_for_inference
-from n2sr.denoise import DenoiseConfig, denoise_plane
+from n2sr.io import checkpoints
+from n2sr.io import images
+from n2sr.config import DenoiseConfig, TrainConfig
+from n2sr.nn.inference import Engine
+from n2sr.nn.normalize import Normalizer
 from n2sr.metrics import evaluate_pair
-from n2sr.model import receptive_field
-from n2sr.train import TrainConfig, train
+from n2sr.nn.model import receptive_field
+from n2sr.nn.model import from_state
+from n2sr.steps.train import train_planes
 
 
 @pytest.mark.data
 def test_short_training_on_one_fmd_frame_raises_psnr(fmd_root, tmp_path):
-    noisy = io.read_image(fmd_root / "Confocal_BPAE_B" / "raw" / "1" / "HV110_P0500510000.png")
-    ref = io.read_image(fmd_root / "Confocal_BPAE_B" / "gt" / "1" / "avg50.png")
+    noisy = images.read_image(fmd_root / "Confocal_BPAE_B" / "raw" / "1" / "HV110_P0500510000.png")
+    ref = images.read_image(fmd_root / "Confocal_BPAE_B" / "gt" / "1" / "avg50.png")
     cfg = TrainConfig(iterations=200, batch_size=4, patch_size=64, lr=1e-3, val_every=50, checkpoint_every=200)
-    train([noisy], cfg, tmp_path / "m.pt", progress=False)
-    device = torch.device("cpu")
-    net, normalizer, _ = checkpoint.load_model(tmp_path / "m.pt", device)
-    denoised, _ = denoise_plane(prepare_for_inference(net, device), noisy, normalizer, DenoiseConfig(),
-                                receptive_field=receptive_field(cfg.model))
+    train_planes([noisy], tmp_path / "m.pt", cfg, progress=False)
+    ckpt = checkpoints.load(tmp_path / "m.pt")
+    net = from_state(ckpt["model_config"], ckpt["scale"], ckpt["model"])
+    engine = Engine(net, DenoiseConfig(), scale=2, receptive_field=receptive_field(cfg.model),
+                    normalizer=Normalizer.from_dict(ckpt["normalizer"]))
+    denoised, _ = engine.denoise_plane(noisy)
     before = evaluate_pair(ref, noisy, fixed_data_range=255)
     after = evaluate_pair(ref, denoised, fixed_data_range=255)
     assert after["psnr"] - before["psnr"] > 3.0, (before, after)

@@ -16,10 +16,10 @@ import zarr
 from PIL import Image
 from referencing import Registry, Resource
 
-from n2sr import ingest as ingest_mod
-from n2sr import io, omezarr
-from n2sr.ingest import ingest, natural_key
-from n2sr.io import InputError
+from n2sr.io import images, omezarr
+from n2sr.steps import ingest as ingest_mod
+from n2sr.steps.ingest import ingest, natural_key
+from n2sr.errors import InputError
 
 NGFF_DIR = Path(__file__).parent / "data" / "ngff"
 NGFF_BASE = "https://ngff.openmicroscopy.org/0.5/schemas/"
@@ -54,7 +54,7 @@ def test_multipage_tiff_goes_on_t_with_provenance(tmp_path):
     assert arr.chunks == (1, 1, 1, 20, 30)
     np.testing.assert_array_equal(arr[:, 0, 0], stack)
     attrs = omezarr.read_attrs(tmp_path / "out.zarr")
-    assert attrs["sha256"] == io.sha256_file(tmp_path / "s.tif")
+    assert attrs["sha256"] == images.sha256_file(tmp_path / "s.tif")
     assert attrs["source_dtype"] == "uint16"
     assert attrs["source"] == str((tmp_path / "s.tif").resolve())
 
@@ -93,7 +93,7 @@ def test_png_series_folder_natural_order(tmp_path):
     assert arr.shape == (4, 1, 1, 5, 7)
     assert [int(arr[t, 0, 0, 0, 0]) for t in range(4)] == [1, 2, 10, 11]
     attrs = omezarr.read_attrs(tmp_path / "out.zarr")
-    sums = [io.sha256_file(folder / f"cap{i}.png") for i in (1, 2, 10, 11)]
+    sums = [images.sha256_file(folder / f"cap{i}.png") for i in (1, 2, 10, 11)]
     assert [f["name"] for f in attrs["files"]] == ["cap1.png", "cap2.png", "cap10.png", "cap11.png"]
     assert attrs["sha256"] == hashlib.sha256("\n".join(sorted(sums)).encode()).hexdigest()
 
@@ -103,7 +103,7 @@ def test_single_png(tmp_path):
     Image.fromarray(plane).save(tmp_path / "p.png")
     arr = ingested(tmp_path / "p.png", tmp_path)
     np.testing.assert_array_equal(arr[0, 0, 0], plane)
-    assert omezarr.read_attrs(tmp_path / "out.zarr")["sha256"] == io.sha256_file(tmp_path / "p.png")
+    assert omezarr.read_attrs(tmp_path / "out.zarr")["sha256"] == images.sha256_file(tmp_path / "p.png")
 
 
 @pytest.mark.data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 
 import numpy as np
@@ -11,8 +12,10 @@ import tifffile
 import zarr
 from PIL import Image
 
-from n2sr import io, omezarr
-from n2sr.io import InputError
+from n2sr.io import images
+from n2sr.io import omezarr
+from n2sr.io.atomic import atomic_path
+from n2sr.errors import InputError
 
 
 def leftovers(path):
@@ -33,7 +36,7 @@ def assert_names(exc_info, path, *words):
 def test_read_png_grayscale_round_trip(tmp_path, dtype):
     plane = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, (17, 23), dtype=dtype)
     Image.fromarray(plane).save(tmp_path / "a.png")
-    out = io.read_image(tmp_path / "a.png")
+    out = images.read_image(tmp_path / "a.png")
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, plane)
 
@@ -41,20 +44,20 @@ def test_read_png_grayscale_round_trip(tmp_path, dtype):
 def test_read_tiff_moves_plane_last_and_drops_single_sample(tmp_path):
     stack = np.arange(3 * 5 * 4, dtype=np.uint16).reshape(3, 5, 4, 1)
     tifffile.imwrite(tmp_path / "a.tif", stack, metadata={"axes": "QYXS"})
-    out = io.read_image(tmp_path / "a.tif")
+    out = images.read_image(tmp_path / "a.tif")
     np.testing.assert_array_equal(out, stack[..., 0])
-    assert io.image_info(tmp_path / "a.tif") == ((3, 5, 4), np.dtype(np.uint16))
+    assert images.image_info(tmp_path / "a.tif") == ((3, 5, 4), np.dtype(np.uint16))
 
 
 def test_read_plain_zarr_array(tmp_path):
     data = np.arange(30, dtype=np.float32).reshape(5, 6)
     zarr.create_array(store=str(tmp_path / "p.zarr"), data=data)
-    np.testing.assert_array_equal(io.read_image(tmp_path / "p.zarr"), data)
+    np.testing.assert_array_equal(images.read_image(tmp_path / "p.zarr"), data)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(InputError) as exc:
-        io.read_image(tmp_path / "nope.tif")
+        images.read_image(tmp_path / "nope.tif")
     assert_names(exc, tmp_path / "nope.tif", "no such file")
 
 
@@ -62,7 +65,7 @@ def test_zero_byte_file(tmp_path):
     path = tmp_path / "empty.tif"
     path.touch()
     with pytest.raises(InputError) as exc:
-        io.read_image(path)
+        images.read_image(path)
     assert_names(exc, path, "empty", "0 bytes")
 
 
@@ -72,7 +75,7 @@ def test_truncated_tiff(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError) as exc:
-        io.read_image(path)
+        images.read_image(path)
     assert_names(exc, path, "truncated")
 
 
@@ -80,7 +83,7 @@ def test_text_file_named_tif(tmp_path):
     path = tmp_path / "notes.tif"
     path.write_text("exposure 100 ms\n")
     with pytest.raises(InputError) as exc:
-        io.read_image(path)
+        images.read_image(path)
     assert_names(exc, path, "not a TIFF")
 
 
@@ -88,17 +91,17 @@ def test_rgb_png_refused(tmp_path):
     path = tmp_path / "rgb.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
     with pytest.raises(InputError) as exc:
-        io.read_image(path)
+        images.read_image(path)
     assert_names(exc, path, "RGB", "grayscale")
     with pytest.raises(InputError):
-        io.image_info(path)
+        images.image_info(path)
 
 
 def test_rgb_tiff_refused(tmp_path):
     path = tmp_path / "rgb.tif"
     tifffile.imwrite(path, np.zeros((2, 8, 8, 3), np.uint8), photometric="rgb")
     with pytest.raises(InputError) as exc:
-        io.read_image(path)
+        images.read_image(path)
     assert_names(exc, path, "3 samples per pixel (RGB)", "grayscale")
 
 
@@ -109,7 +112,7 @@ def test_nan_float_tiff(tmp_path):
     plane[0, 0] = np.inf
     tifffile.imwrite(path, plane)
     with pytest.raises(InputError) as exc:
-        io.read_image(path)
+        images.read_image(path)
     assert_names(exc, path, "2 NaN/Inf")
 
 
@@ -117,7 +120,7 @@ def test_unknown_extension(tmp_path):
     path = tmp_path / "a.jpg"
     path.write_bytes(b"\xff\xd8")
     with pytest.raises(InputError) as exc:
-        io.read_image(path)
+        images.read_image(path)
     assert_names(exc, path, "unknown image format")
 
 
@@ -127,14 +130,14 @@ def test_unknown_extension(tmp_path):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])  # ImageJ and plain TIFF
 def test_write_tiff_round_trip(tmp_path, shape, dtype):
     arr = (np.random.default_rng(1).random(shape) * 1000).astype(dtype)
-    io.write_image(tmp_path / "o.tif", arr)
-    np.testing.assert_array_equal(io.read_image(tmp_path / "o.tif"), arr)
+    images.write_image(tmp_path / "o.tif", arr)
+    np.testing.assert_array_equal(images.read_image(tmp_path / "o.tif"), arr)
     assert leftovers(tmp_path / "o.tif") == []
 
 
 def test_write_tiff_is_imagej_hyperstack_with_attrs(tmp_path):
     arr = np.arange(2 * 3 * 4 * 5 * 6, dtype=np.uint16).reshape(2, 3, 4, 5, 6)  # t c z y x
-    io.write_image(tmp_path / "o.tif", arr, attrs={"model": "m.pt"})
+    images.write_image(tmp_path / "o.tif", arr, attrs={"model": "m.pt"})
     with tifffile.TiffFile(tmp_path / "o.tif") as tif:
         assert tif.is_imagej
         assert tif.series[0].axes == "TZCYX"
@@ -144,10 +147,10 @@ def test_write_tiff_is_imagej_hyperstack_with_attrs(tmp_path):
 
 def test_write_zarr_round_trip_and_replaces_stale_target(tmp_path):
     path = tmp_path / "o.zarr"
-    io.write_image(path, np.zeros((4, 5, 6), np.uint8))
+    images.write_image(path, np.zeros((4, 5, 6), np.uint8))
     arr = np.arange(30, dtype=np.uint16).reshape(5, 6)
-    io.write_image(path, arr, attrs={"step": "test"})
-    back = io.read_image(path)
+    images.write_image(path, arr, attrs={"step": "test"})
+    back = images.read_image(path)
     assert back.shape == (1, 1, 1, 5, 6)
     np.testing.assert_array_equal(back[0, 0, 0], arr)
     assert omezarr.read_attrs(path)["step"] == "test"
@@ -163,51 +166,63 @@ def test_write_tiff_failure_leaves_no_target(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tifffile, "imwrite", half_write)
     with pytest.raises(OSError, match="disk full"):
-        io.write_image(path, np.zeros((4, 4), np.uint8))
+        images.write_image(path, np.zeros((4, 4), np.uint8))
     assert not path.exists()
     assert leftovers(path) == []
 
 
 def test_write_zarr_failure_keeps_previous_output(tmp_path, monkeypatch):
     path = tmp_path / "o.zarr"
-    io.write_image(path, np.full((4, 4), 7, np.uint8))
+    images.write_image(path, np.full((4, 4), 7, np.uint8))
 
     def broken_setitem(self, key, value):
         raise RuntimeError("killed mid-write")
 
     monkeypatch.setattr(zarr.Array, "__setitem__", broken_setitem)
     with pytest.raises(RuntimeError, match="killed"):
-        io.write_image(path, np.zeros((4, 4), np.uint8))
+        images.write_image(path, np.zeros((4, 4), np.uint8))
     monkeypatch.undo()
-    assert (io.read_image(path) == 7).all()
+    assert (images.read_image(path) == 7).all()
     assert leftovers(path) == []
 
 
 def test_atomic_path_requires_output(tmp_path):
     with pytest.raises(FileNotFoundError):
-        with io.atomic_path(tmp_path / "never.tif"):
+        with atomic_path(tmp_path / "never.tif"):
             pass
     assert not (tmp_path / "never.tif").exists()
 
 
-def test_atomic_path_removes_siblings_left_by_killed_writers(tmp_path):
-    """A SIGKILLed job's .name.tmp-<pid> / .name.old-<pid> (dir or file) go with the next write."""
+def test_atomic_path_removes_only_temporaries_of_dead_writers(tmp_path, monkeypatch):
+    """A SIGKILLed job's temporaries of the same output go with the next write; a live writer's,
+    another host's recent ones and other outputs' are left alone."""
+    from n2sr.io import atomic
+
+    host = atomic._host()
     target = tmp_path / "out.zarr"
-    (tmp_path / ".out.zarr.tmp-999991" / "0").mkdir(parents=True)
-    (tmp_path / ".out.zarr.tmp-999991" / "0" / "chunk").write_bytes(b"torn")
-    (tmp_path / ".out.zarr.old-999992").write_text("stale")
-    others = [".other.zarr.tmp-999991", ".out.zarr.tmp-notapid", ".out.zarr.x.tmp-999993", "out.zarr.tmp-999994"]
+    dead = tmp_path / f".out.zarr.tmp-{host}-999991-abcd1234"
+    (dead / "0").mkdir(parents=True)
+    (dead / "0" / "chunk").write_bytes(b"torn")
+    (tmp_path / f".out.zarr.old-{host}-999992-abcd1234").write_text("stale")
+    live = tmp_path / f".out.zarr.tmp-{host}-{os.getppid()}-abcd1234"  # a running process
+    remote = tmp_path / ".out.zarr.tmp-othernode-999991-abcd1234"  # cannot tell: kept until stale
+    others = [live.name, remote.name, f".other.zarr.tmp-{host}-999991-abcd1234", ".out.zarr.tmp-notapid",
+              "out.zarr.tmp-999994"]
     for name in others:
         (tmp_path / name).write_text("keep")
-    with io.atomic_path(target) as tmp:
+    with atomic_path(target) as tmp:
+        assert host in tmp.name and str(os.getpid()) in tmp.name
         tmp.mkdir()
         (tmp / "data").write_text("new")
-    assert leftovers(target) == [".out.zarr.tmp-notapid", ".out.zarr.x.tmp-999993"]
     assert (target / "data").read_text() == "new"
     assert all((tmp_path / name).read_text() == "keep" for name in others)
+    assert not dead.exists() and not (tmp_path / f".out.zarr.old-{host}-999992-abcd1234").exists()
+    old = atomic.STALE_SECONDS + 10
+    os.utime(remote, (remote.stat().st_atime - old, remote.stat().st_mtime - old))
+    assert atomic.sweep_stale(target) == [remote]
 
 
 def test_sha256_file_streams(tmp_path):
     data = np.random.default_rng(2).bytes(10_000)
     (tmp_path / "b.bin").write_bytes(data)
-    assert io.sha256_file(tmp_path / "b.bin", block_size=1000) == hashlib.sha256(data).hexdigest()
+    assert images.sha256_file(tmp_path / "b.bin", block_size=1000) == hashlib.sha256(data).hexdigest()

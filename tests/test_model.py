@@ -7,8 +7,10 @@ import os
 import pytest
 import torch
 
-from n2sr.accel import available_cpus, prepare_for_inference
-from n2sr.model import MULTIPLE, ModelConfig, UNet, build_model, pad_to_multiple, receptive_field
+from n2sr.nn.device import available_cpus
+from n2sr.nn.inference import prepare
+from n2sr.config import MULTIPLE, ModelConfig
+from n2sr.nn.model import UNet, build_model, pad_to_multiple, receptive_field
 
 CONFIGS = [ModelConfig(variant=v, shared_weights=s) for v in ("code", "paper") for s in (True, False)]
 
@@ -130,7 +132,7 @@ def test_prepared_inference_matches_eager(precision: str, tol: float, variant: s
     x = torch.rand(2, 1, 37, 50)
     with torch.inference_mode():
         ref = model(x)
-    fast = prepare_for_inference(model, torch.device("cpu"), precision, compile=False)
+    fast = prepare(model, torch.device("cpu"), precision, compile=False)
     y = fast(x)
     assert y.shape == ref.shape and y.dtype == torch.float32
     assert (y - ref).abs().max() <= tol * ref.abs().max()
@@ -139,7 +141,7 @@ def test_prepared_inference_matches_eager(precision: str, tol: float, variant: s
 
 
 def test_prepared_unet_keeps_the_size() -> None:
-    fast = prepare_for_inference(UNet(1, 1), torch.device("cpu"), "bf16", compile=False)
+    fast = prepare(UNet(1, 1), torch.device("cpu"), "bf16", compile=False)
     assert fast(torch.rand(1, 1, 45, 70)).shape == (1, 1, 45, 70)
 
 

@@ -30,12 +30,7 @@ def constant_patches(n: int = 200) -> np.ndarray:
 def test_paper_noise_has_stated_mean_and_variance(lam, sigma):
     clean = constant_patches()
     rng = np.random.default_rng(0)
-    if lam is None:
-        noisy = noise.add_gaussian(clean, sigma, rng)
-    elif sigma == 0:
-        noisy = noise.add_poisson(clean, lam, rng)
-    else:
-        noisy = noise.add_poisson_gaussian(clean, lam, sigma, rng)
+    noisy = noise.poisson_gaussian(clean, noise.paper_noise_model(lam, sigma), rng)
     assert noisy.dtype == np.float64 and noisy.shape == clean.shape
     n = clean[0].size
     for level, patch in zip(LEVELS, noisy):
@@ -48,15 +43,19 @@ def test_paper_noise_model_and_options():
     assert noise.paper_noise_model(20, 5) == (12.75, 25.0)
     assert noise.paper_noise_model(None, 15) == (0.0, 225.0)
     clean = constant_patches(32)
-    a = noise.add_poisson_gaussian(clean, 15, 5, np.random.default_rng(3))
-    b = noise.add_poisson_gaussian(clean, 15, 5, np.random.default_rng(3))
+    model = noise.paper_noise_model(15, 5)
+    a = noise.poisson_gaussian(clean, model, np.random.default_rng(3))
+    b = noise.poisson_gaussian(clean, model, np.random.default_rng(3))
     np.testing.assert_array_equal(a, b)  # the seed is the only source of randomness
-    q = noise.add_poisson_gaussian(clean, 15, 5, np.random.default_rng(3), clip=True, quantize=True)
-    assert q.min() >= 0 and q.max() <= 255 and np.array_equal(q, np.rint(q))
+    q = noise.quantize(a, "uint8")
+    assert q.dtype == np.uint8 and q.min() >= 0 and q.max() <= 255
+    np.testing.assert_array_equal(q, np.clip(np.floor(a + 0.5), 0, 255))  # rounded half up, clipped
     with pytest.raises(ValueError, match="clean >= 0"):
-        noise.add_poisson(-clean, 20, np.random.default_rng(0))
+        noise.poisson_gaussian(-clean, noise.paper_noise_model(20), np.random.default_rng(0))
     with pytest.raises(ValueError, match="lam"):
-        noise.add_poisson(clean, 0, np.random.default_rng(0))
+        noise.paper_noise_model(0)
+    with pytest.raises(ValueError, match="b >= 0"):
+        noise.poisson_gaussian(clean, noise.PoissonGaussian(1.0, -2.0), np.random.default_rng(0))
 
 
 def poisson_gaussian(x: np.ndarray, a: float, sigma: float, offset: float, rng: np.random.Generator) -> np.ndarray:

@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from n2sr.io import read_image
+from n2sr.io.images import read_image
 from pipeline_helpers import tiny_synthetic_config
 
 REPO = Path(__file__).resolve().parents[1]

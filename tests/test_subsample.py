@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from n2sr.subsample import complement_mse, subsample
+from n2sr.nn.subsample import complement_mse, subsample
 
 
 def _cells(t: torch.Tensor) -> torch.Tensor:

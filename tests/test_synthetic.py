@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from n2sr import synthetic
+from n2sr import noise, synthetic
+from n2sr.steps.synth import make_archive
 from n2sr.metrics import psnr
 
 SPEC = {"configurations": synthetic.DEMO_CONFIGURATIONS, "fovs": 2, "captures": 3, "shape": (48, 64)}
@@ -17,7 +18,7 @@ SPEC = {"configurations": synthetic.DEMO_CONFIGURATIONS, "fovs": 2, "captures": 
 
 def test_layout_and_manifest(tmp_path):
     root = tmp_path / "demo"
-    manifest = synthetic.make_archive(root, seed=3, **SPEC)
+    manifest = make_archive(root, seed=3, **SPEC)
     assert len(manifest) == 2 * 2 * (3 + 1)
     assert manifest.equals(pd.read_csv(root / "manifest.csv"))
     for row in manifest.itertuples():
@@ -51,7 +52,7 @@ def test_configurations_share_clean_fovs_and_differ_in_noise(tmp_path):
 
 def test_uint16_and_default_demo_is_fast(tmp_path):
     t0 = time.perf_counter()
-    manifest = synthetic.make_archive(tmp_path / "demo", dtype="uint16", seed=0)
+    manifest = make_archive(tmp_path / "demo", dtype="uint16", seed=0)
     assert time.perf_counter() - t0 < 1.0
     assert len(manifest) == 2 * 3 * (4 + 1)
     plane = tifffile.imread(tmp_path / "demo" / manifest.path[0])
@@ -62,7 +63,7 @@ def test_uint16_and_default_demo_is_fast(tmp_path):
 def test_poisson_gaussian_statistics():
     rng = np.random.default_rng(0)
     x, photons, read_sigma = 0.4, 20.0, 3.0
-    y = synthetic.poisson_gaussian(np.full((400, 500), x), photons, read_sigma, rng)
+    y = noise.poisson_gaussian(np.full((400, 500), x), synthetic.noise_model(photons, read_sigma), rng)
     a, b = 1 / photons, (read_sigma / photons) ** 2
     assert y.mean() == pytest.approx(x, abs=0.003)
     assert y.var() == pytest.approx(a * x + b, rel=0.02)
@@ -87,7 +88,7 @@ def test_clean_image_is_smooth_and_in_range():
 )
 def test_bad_spec_writes_nothing(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
-        synthetic.make_archive(tmp_path / "demo", **{**SPEC, **change})
+        make_archive(tmp_path / "demo", **{**SPEC, **change})
     assert not list(tmp_path.iterdir())
 
 
@@ -103,5 +104,5 @@ def test_replaces_an_archive_but_not_other_folders(tmp_path):
 
 
 def _archive(root, seed):
-    synthetic.make_archive(root, seed=seed, **SPEC)
+    make_archive(root, seed=seed, **SPEC)
     return root

@@ -12,9 +12,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from n2sr import io
+from n2sr.errors import InputError
 from n2sr.cli import main
-from n2sr.synthetic_noise import make_noise_archive, parse_noise
+from n2sr.steps.add_noise import add_noise, parse_noise
 
 # The paper's three settings (Sec. 3.1), as `synthetic.noise` entries.
 PAPER_NOISE = {
@@ -82,7 +82,7 @@ def test_stored_copies_have_the_stated_mean_and_variance(tmp_path, noise):
     """
     ref = write_png(tmp_path / "ref.png", two_level())
     params = PAPER_NOISE[noise]
-    manifest = make_noise_archive(tmp_path / "archive", {"r": ref}, {noise: params}, captures=2, seed=0)
+    manifest = add_noise(tmp_path / "archive", {"r": ref}, {noise: params}, captures=2, seed=0)
     assert manifest["dtype"].eq("float32").all()
     clean = two_level().astype(np.float64)
     residuals = [capture(tmp_path / "archive", noise, "r", k) - clean for k in (0, 1)]
@@ -106,7 +106,7 @@ def test_copies_are_independent(tmp_path):
     ref = write_tiff(tmp_path / "ref.tif", image)
     twin = write_tiff(tmp_path / "twin.tif", image)
     root = tmp_path / "archive"
-    make_noise_archive(root, {"r": ref, "twin": twin}, {"mixed": PAPER_NOISE["mixed_l15_s5"]}, seed=0)
+    add_noise(root, {"r": ref, "twin": twin}, {"mixed": PAPER_NOISE["mixed_l15_s5"]}, seed=0)
     clean = image.astype(np.float64)
     r0, r1, t0 = (capture(root, "mixed", name, k) - clean for name, k in (("r", 0), ("r", 1), ("twin", 0)))
     bound = 5 / np.sqrt(clean.size)
@@ -118,7 +118,7 @@ def test_copies_are_independent(tmp_path):
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     refs = {"a": write_png(tmp_path / "a.png", ramp(seed=0)), "b": write_tiff(tmp_path / "b.tif", ramp(seed=1))}
     for name, seed in (("one", 7), ("two", 7), ("three", 8)):
-        make_noise_archive(tmp_path / name, refs, PAPER_NOISE, seed=seed)
+        add_noise(tmp_path / name, refs, PAPER_NOISE, seed=seed)
     one, two, three = (files(tmp_path / name) for name in ("one", "two", "three"))
     assert len(one) == 2 * 3 * 2 and one == two
     assert sorted(three) == sorted(one)
@@ -129,8 +129,8 @@ def test_adding_a_reference_or_noise_leaves_existing_images_unchanged(tmp_path):
     """Extending the experiment must not re-draw the noise the other images already have."""
     a = write_png(tmp_path / "a.png", ramp(seed=0))
     b = write_png(tmp_path / "b.png", ramp(seed=1))
-    make_noise_archive(tmp_path / "small", {"a": a}, {"poisson": {"lam": 20}}, seed=3)
-    make_noise_archive(tmp_path / "big", {"b": b, "a": a}, {"gauss": {"sigma": 15}, "poisson": {"lam": 20}}, seed=3)
+    add_noise(tmp_path / "small", {"a": a}, {"poisson": {"lam": 20}}, seed=3)
+    add_noise(tmp_path / "big", {"b": b, "a": a}, {"gauss": {"sigma": 15}, "poisson": {"lam": 20}}, seed=3)
     small, big = files(tmp_path / "small"), files(tmp_path / "big")
     assert set(small) < set(big) and len(big) == 2 * 2 * 2
     for rel, data in small.items():
@@ -142,7 +142,7 @@ def test_adding_a_reference_or_noise_leaves_existing_images_unchanged(tmp_path):
 def test_manifest_records_seed_noise_and_source_per_file(tmp_path):
     refs = {"a": write_png(tmp_path / "a.png", ramp(seed=0)), "b": write_tiff(tmp_path / "b.tif", ramp(seed=1))}
     root = tmp_path / "archive"
-    returned = make_noise_archive(root, refs, PAPER_NOISE, captures=3, seed=11)
+    returned = add_noise(root, refs, PAPER_NOISE, captures=3, seed=11)
     for noise, part in returned.groupby("configuration"):  # each model's manifest sits in its folder
         written = pd.read_csv(root / noise / "manifest.csv")
         pd.testing.assert_frame_equal(written, part.reset_index(drop=True), check_dtype=False)
@@ -166,11 +166,11 @@ def test_rerun_replaces_its_noise_model_only_and_never_a_foreign_folder(tmp_path
     the others' files untouched, and a folder the generator did not write is refused."""
     ref = write_png(tmp_path / "a.png", ramp())
     root = tmp_path / "archive"
-    make_noise_archive(root, {"a": ref}, {"g": {"sigma": 15}}, seed=0)
-    make_noise_archive(root, {"a": ref}, {"p": {"lam": 20}}, seed=1)
+    add_noise(root, {"a": ref}, {"g": {"sigma": 15}}, seed=0)
+    add_noise(root, {"a": ref}, {"p": {"lam": 20}}, seed=1)
     kept = {k: v for k, v in files(root).items() if k.startswith("p/")}
     mtimes = {p: p.stat().st_mtime_ns for p in (root / "p").rglob("*")}
-    make_noise_archive(root, {"a": ref}, {"g": {"sigma": 15}}, seed=2)
+    add_noise(root, {"a": ref}, {"g": {"sigma": 15}}, seed=2)
     assert pd.read_csv(root / "g" / "manifest.csv")["seed"].eq(2).all()
     assert pd.read_csv(root / "p" / "manifest.csv")["seed"].eq(1).all()
     assert {k: v for k, v in files(root).items() if k.startswith("p/")} == kept
@@ -179,7 +179,7 @@ def test_rerun_replaces_its_noise_model_only_and_never_a_foreign_folder(tmp_path
     (root / "mine").mkdir()
     (root / "mine" / "thesis.txt").write_text("precious")
     with pytest.raises(ValueError, match=r"mine: exists and is not a generated noise model"):
-        make_noise_archive(root, {"a": ref}, {"g": {"sigma": 15}, "mine": {"sigma": 15}}, seed=3)
+        add_noise(root, {"a": ref}, {"g": {"sigma": 15}, "mine": {"sigma": 15}}, seed=3)
     assert (root / "mine" / "thesis.txt").read_text() == "precious"
     assert pd.read_csv(root / "g" / "manifest.csv")["seed"].eq(2).all()  # refused before writing anything
 
@@ -188,8 +188,8 @@ def test_rerun_replaces_its_noise_model_only_and_never_a_foreign_folder(tmp_path
 
 def test_missing_reference_is_named(tmp_path):
     missing = tmp_path / "nowhere.png"
-    with pytest.raises(io.InputError, match="nowhere.png: no such file"):
-        make_noise_archive(tmp_path / "out", {"a": missing}, {"g": {"sigma": 15}})
+    with pytest.raises(InputError, match="nowhere.png: no such file"):
+        add_noise(tmp_path / "out", {"a": missing}, {"g": {"sigma": 15}})
     assert not (tmp_path / "out").exists()
 
 
@@ -197,8 +197,8 @@ def test_reference_beyond_8_bit_is_refused(tmp_path):
     """lam and sigma are defined on the 0-255 scale; a 16-bit reference would silently get far
     less noise than the paper's."""
     ref = write_tiff(tmp_path / "wide.tif", np.full((32, 32), 1000, dtype=np.uint16))
-    with pytest.raises(io.InputError, match=r"wide.tif: has values 1000\.\.1000; .* 0-255 scale"):
-        make_noise_archive(tmp_path / "out", {"a": ref}, {"g": {"sigma": 15}})
+    with pytest.raises(InputError, match=r"wide.tif: has values 1000\.\.1000; .* 0-255 scale"):
+        add_noise(tmp_path / "out", {"a": ref}, {"g": {"sigma": 15}})
     assert not (tmp_path / "out").exists()
 
 
@@ -217,14 +217,14 @@ def test_bad_spec_is_named_and_writes_nothing(tmp_path, references, noise, captu
     ref = write_png(tmp_path / "a.png", ramp())
     references = {k: ref if v == "REF" else v for k, v in references.items()}
     with pytest.raises(ValueError, match=match):
-        make_noise_archive(tmp_path / "out", references, noise, captures=captures)
+        add_noise(tmp_path / "out", references, noise, captures=captures)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
 def test_bad_dtype_is_named_and_leaves_nothing(tmp_path):
     ref = write_png(tmp_path / "a.png", ramp())
     with pytest.raises(ValueError, match="dtype must be one of float32, uint8; got 'float64'"):
-        make_noise_archive(tmp_path / "out", {"a": ref}, {"g": {"sigma": 15}}, dtype="float64")
+        add_noise(tmp_path / "out", {"a": ref}, {"g": {"sigma": 15}}, dtype="float64")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # not even a temporary sibling
 
 
@@ -235,7 +235,7 @@ def test_uint8_copies_are_clipped_and_integer(tmp_path):
     image[SHAPE[0] // 2:] = 255
     ref = write_png(tmp_path / "bw.png", image)
     root = tmp_path / "archive"
-    manifest = make_noise_archive(root, {"bw": ref}, {"g": {"sigma": 15}}, dtype="uint8", seed=0)
+    manifest = add_noise(root, {"bw": ref}, {"g": {"sigma": 15}}, dtype="uint8", seed=0)
     assert manifest["dtype"].eq("uint8").all()
     for k in (0, 1):
         noisy = capture(root, "g", "bw", k)
@@ -272,7 +272,7 @@ def test_cli_round_trip(tmp_path):
     mixed = manifest[manifest["configuration"] == "mixed"]
     assert mixed["lam"].eq(15).all() and mixed["sigma"].eq(5).all()
     # The same archive as the library call makes: the CLI adds nothing of its own.
-    make_noise_archive(tmp_path / "lib", {"a": a, "b": b}, {"mixed": {"lam": 15, "sigma": 5},
+    add_noise(tmp_path / "lib", {"a": a, "b": b}, {"mixed": {"lam": 15, "sigma": 5},
                                                              "gaussian_s15": {"sigma": 15}},
                        captures=3, seed=4, dtype="uint8")
     assert files(out) == files(tmp_path / "lib")

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from n2sr import tiling
+from n2sr.nn import tiling
 
 ALIGN = 32
 SHAPES = [(96, 130), (45, 77), (200, 64), (33, 300)]
 
 
-def stitch(plane: np.ndarray, model, tile: int, halo: int, receptive_field: int, scale: int) -> np.ndarray:
+def stitch(plane: np.ndarray, model, tile: int, overlap: int, receptive_field: int, scale: int) -> np.ndarray:
     """What denoise does, in numpy: blend `model(window)` over tiles, divide once."""
     acc = np.zeros((scale * plane.shape[0], scale * plane.shape[1]))
     wsum = np.zeros_like(acc)
-    for t in tiling.tiles(plane.shape, tile, halo, ALIGN, receptive_field):
+    for t in tiling.tiles(plane.shape, tile, tiling.round_up(overlap, ALIGN), ALIGN, receptive_field):
         w = t.weights(scale)
         acc[t.window(scale)] += w * model(plane[t.window()])
         wsum[t.window(scale)] += w
@@ -52,14 +52,14 @@ def test_tile_must_be_multiple_of_align(tile: int) -> None:
         tiling.tile_starts(100, tile, ALIGN)
 
 
-@pytest.mark.parametrize("halo", [0, 1, 32, 40, 64, 500])
-def test_spans_partition_and_align(halo: int) -> None:
-    spans = tiling.spans(300, 64, halo, ALIGN, 10)
+@pytest.mark.parametrize("overlap", [0, 1, 32, 40, 64, 500])
+def test_spans_partition_and_align(overlap: int) -> None:
+    spans = tiling.spans(300, 64, tiling.overlap_pixels(overlap, 10), ALIGN, 10)
     assert [s.core_start for s in spans[1:]] == [s.core_stop for s in spans[:-1]]
     assert spans[0].core_start == 0 and spans[-1].core_stop == 300
     for s in spans:
         assert s.start % ALIGN == 0 and s.start <= s.core_start < s.core_stop <= s.stop <= 300
-        assert s.core_start - s.start == min(s.core_start, tiling.round_up(halo, ALIGN))
+        assert s.core_start - s.start == min(s.core_start, tiling.round_up(overlap, ALIGN))
 
 
 def test_blend_window_ramps_are_a_partition_of_unity() -> None:
@@ -73,13 +73,13 @@ def test_blend_window_ramps_are_a_partition_of_unity() -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("halo,rf", [(0, 0), (32, 10), (32, 32), (64, 20), (32, 50)])
-def test_weights_are_positive_everywhere_and_zero_near_interior_borders(shape, halo: int, rf: int) -> None:
+@pytest.mark.parametrize("overlap,rf", [(0, 0), (32, 10), (32, 32), (64, 20), (32, 50)])
+def test_weights_are_positive_everywhere_and_zero_near_interior_borders(shape, overlap: int, rf: int) -> None:
     wsum = np.zeros(shape)
-    for t in tiling.tiles(shape, 32, halo, ALIGN, rf):
+    for t in tiling.tiles(shape, 32, tiling.round_up(overlap, ALIGN), ALIGN, rf):
         w = t.weights()
         wsum[t.window()] += w
-        if halo >= rf:
+        if overlap >= rf:
             for axis, span in enumerate((t.y, t.x)):
                 edge = np.moveaxis(w, axis, 0)
                 if span.start > 0:
@@ -98,18 +98,18 @@ def test_weights_sum_to_one_when_cores_hold_the_ramps(shape) -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("halo", [0, 32, 64])
-def test_identity_model_stitches_arange_back_exactly(shape, halo: int) -> None:
+@pytest.mark.parametrize("overlap", [0, 32, 64])
+def test_identity_model_stitches_arange_back_exactly(shape, overlap: int) -> None:
     plane = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
     upsample = lambda x: np.repeat(np.repeat(x, 2, 0), 2, 1)  # noqa: E731
-    sr = stitch(plane, upsample, 32, halo, 0, scale=2)
+    sr = stitch(plane, upsample, 32, overlap, 0, scale=2)
     np.testing.assert_allclose(sr.reshape(shape[0], 2, shape[1], 2).mean((1, 3)), plane, rtol=1e-12)
-    np.testing.assert_allclose(stitch(plane, lambda x: x, 32, halo, 0, scale=1), plane, rtol=1e-12)
+    np.testing.assert_allclose(stitch(plane, lambda x: x, 32, overlap, 0, scale=1), plane, rtol=1e-12)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("radius", [3, 20, 32])
-def test_local_model_with_halo_at_least_receptive_field_is_seamless(shape, radius: int) -> None:
+def test_local_model_with_overlap_at_least_receptive_field_is_seamless(shape, radius: int) -> None:
     rng = np.random.default_rng(0)
     plane = rng.integers(0, 1000, shape).astype(np.float64)
     whole = box_sum(plane, radius)
@@ -117,7 +117,7 @@ def test_local_model_with_halo_at_least_receptive_field_is_seamless(shape, radiu
     np.testing.assert_allclose(tiled, whole, rtol=1e-9)
 
 
-def test_halo_below_receptive_field_is_inexact_but_blended() -> None:
+def test_overlap_below_receptive_field_is_inexact_but_blended() -> None:
     rng = np.random.default_rng(1)
     plane = rng.integers(0, 1000, (96, 130)).astype(np.float64)
     whole = box_sum(plane, 40)

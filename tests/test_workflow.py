@@ -6,7 +6,6 @@ there would find the checkout's results/ and have nothing left to do."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -20,11 +19,8 @@ import tifffile
 import yaml
 
 from conftest import data_root
-from n2sr import checkpoint
-from n2sr import samples as smp
-from n2sr.denoise import DenoiseConfig
-from n2sr.model import ModelConfig
-from n2sr.train import TrainConfig
+from n2sr.io import checkpoints
+from n2sr.io import samples as smp
 from pipeline_helpers import snakemake as pinned_snakemake
 from pipeline_helpers import tiny_references_config, tiny_synthetic_config, write_references
 
@@ -128,18 +124,6 @@ def test_fmd_sets_every_key_of_the_default():
     assert set(default) <= set(fmd)
     for section in ("train", "denoise", "evaluate"):
         assert set(default[section]) <= set(fmd[section]), section
-
-
-def test_schema_matches_the_config_dataclasses():
-    """Config keys are the dataclass fields (and so the CLI options), with the same defaults."""
-    props = CONFIG_SCHEMA["properties"]
-    expected = {f.name: f.default for cls in (TrainConfig, ModelConfig) for f in dataclasses.fields(cls)
-                if f.name != "model"}
-    assert {k: v["default"] for k, v in props["train"]["properties"].items()} == expected
-    denoise = {k: v["default"] for k, v in props["denoise"]["properties"].items()}
-    workflow_only = {"write_sr", "write_tiff"}
-    assert {k: v for k, v in denoise.items() if k not in workflow_only} == {
-        f.name: f.default for f in dataclasses.fields(DenoiseConfig)}
 
 
 def test_every_schema_key_is_described():
@@ -377,10 +361,10 @@ def test_synthetic_noise_experiment_end_to_end(tmp_path):
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in noisy}
 
     results = work / "results"
-    n2n = checkpoint.load(results / "models/poisson_l20/n2n/model.pt")
+    n2n = checkpoints.load(results / "models/poisson_l20/n2n/model.pt")
     assert n2n["method"] == "n2n"
     assert n2n["sources"] == [f"results/ingest/poisson_l20/demo-{fov}.zarr[0,1]" for fov in (1, 2)]
-    assert checkpoint.load(results / "models/poisson_l20/model.pt")["method"] == "n2sr"
+    assert checkpoints.load(results / "models/poisson_l20/model.pt")["method"] == "n2sr"
     assert tifffile.imread(noisy[0]).dtype == np.float32  # config/synthetic.yaml's dtype reached add-noise
     summary = pd.read_csv(results / "reports/summary.csv").set_index("method")
     print(summary[["psnr_mean", "ssim_mean"]].to_string())

@@ -65,8 +65,6 @@ def prepare(model: nn.Module, device: torch.device, precision: Literal["bf16", "
     dynamic shapes and frozen weights; another string is the compile ``mode``; "auto"
     compiles on CUDA only (see the module docstring).
     """
-    if model.training:
-        raise ValueError("the network is in training mode; call .eval() before denoising")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     net = copy.deepcopy(model).eval().requires_grad_(False)
     net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
@@ -112,6 +110,8 @@ class Engine:
         self.device = pick_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.overlap = tiling.overlap_pixels(cfg.overlap, receptive_field)
+        if isinstance(net, nn.Module) and net.training:
+            raise ValueError("the network is in training mode; call .eval() before denoising")
         self.net = prepare(net, self.device, self.precision, compile) if isinstance(net, nn.Module) else net
 
     def check_sr(self) -> None:
@@ -234,18 +234,6 @@ def _downsample(sr: np.ndarray, mode: str, origin: tuple[int, int], region: tupl
         frac = frac.reshape((-1, 1) if axis == 0 else (1, -1))
         out = (1 - frac) * np.take(out, lo, axis=axis) + frac * np.take(out, hi, axis=axis)
     return out.astype(np.float32, copy=False)
-
-
-def _taps(start: int, stop: int, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Lower 2x index and weight of the upper one for outputs ``[start, stop)`` of an axis of `size`."""
-    index = np.arange(start, stop)
-    if mode == "avgpool":
-        return 2 * index, np.full(index.shape, 0.5, np.float32)
-    # float32 arithmetic as in PyTorch's CPU kernel, so the result matches F.interpolate.
-    scale = np.float32(2 * size - 1) / np.float32(size - 1) if size > 1 else np.float32(0)
-    position = scale * index.astype(np.float32)
-    lo = np.minimum(position.astype(np.int64), 2 * size - 1)
-    return lo, np.clip(position - lo.astype(np.float32), 0, 1)
 
 
 def _taps(start: int, stop: int, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
