@@ -167,10 +167,3 @@ class DenoiseConfig:
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
         return max(MULTIPLE, (self.tile_size >> (attempt - 1)) // MULTIPLE * MULTIPLE)
-
-
-def train_config_from_dict(values: dict) -> TrainConfig:
-    """A `TrainConfig` from its recorded dict (checkpoints store ``asdict``)."""
-    values = dict(values)
-    model = values.pop("model", {})
-    return TrainConfig(**values, model=model if isinstance(model, ModelConfig) else ModelConfig(**model))

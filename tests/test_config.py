@@ -62,3 +62,10 @@ def test_a_value_travels_from_option_to_dataclass_unrenamed():
     ns = build_parser().parse_args(["train", "a.zarr", "--out", "m.pt", "--lr", "0.003", "--no-shared-weights"])
     cfg = ns.kwargs(ns)["cfg"]
     assert cfg.lr == 0.003 and cfg.model.shared_weights is False
+
+
+def test_the_cli_offers_exactly_the_trained_methods():
+    from n2sr import cli
+    from n2sr.nn.objectives import METHODS
+
+    assert set(cli.METHODS) == set(METHODS)

@@ -37,10 +37,6 @@ class Selection:
     def dtype(self) -> np.dtype:
         return np.dtype(self.source.dtype)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
     def __getitem__(self, key: tuple) -> np.ndarray:
         first, *rest = key if isinstance(key, tuple) else (key,)
         if not isinstance(first, (int, np.integer)):
