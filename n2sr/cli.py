@@ -31,6 +31,9 @@ def _option_type(tp: Any) -> tuple[Any, Sequence[Any] | None]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        words = [w for a in args if typing.get_origin(a) is typing.Literal for w in typing.get_args(a)]
+        if int in args and words:  # e.g. tile_size: an int or "auto"
+            return _int_or(words), None
         return _option_type(args[0])
     if origin is typing.Literal:
         choices = typing.get_args(tp)
@@ -51,6 +54,20 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: st
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
         else:
             parser.add_argument(flag, type=tp, choices=choices, default=None, help=f"(default: {default})")
+
+
+def _int_or(words: Sequence[str]) -> Callable[[str], int | str]:
+    """argparse type for a number or one of `words`."""
+    def parse(text: str) -> int | str:
+        if text in words:
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer or one of {', '.join(words)}, got {text!r}") from None
+
+    parse.__name__ = "int or " + "/".join(words)
+    return parse
 
 
 def collect(ns: argparse.Namespace, cls: type, prefix: str = "", **extra: Any) -> Any:

@@ -128,42 +128,53 @@ class DenoiseConfig:
     """Inference settings.
 
     tile_size : side of the plane region one forward pass is responsible for (a multiple of
-        32); planes up to this size go through whole. A pass sees ``tile_size + 2 * overlap``.
-        A retried job (``attempt`` > 1) uses half the size per retry (`tile_for_attempt`).
-    overlap : context each tile and block gets beyond its region, in input pixels, rounded
-        up to 32 by `n2sr.nn.tiling.overlap_pixels`. None: the network's receptive field,
-        which makes tiled output equal whole-plane output.
+        32), or "auto": 1024 on the CPU, on CUDA the largest side whose batch fits in half the
+        free device memory (whole planes where they fit). A retried job (``attempt`` > 1) uses
+        half the size per retry.
+    overlap : context each tile and block gets beyond its region, in input pixels, rounded up
+        to 32 by `n2sr.nn.tiling.overlap_pixels`; "exact": the network's receptive field, which
+        makes tiled output equal whole-plane output. The default is the smallest overlap whose
+        tiled output stayed within 0.01 dB PSNR of whole-plane output on real FMD planes
+        (``benchmarks/results/overlap.md``).
     downsample : how the 2x output returns to the input grid. ``avgpool`` (2x2 mean) is exact
         and shift-invariant; ``bilinear`` is the authors' ``F.interpolate(scale_factor=0.5,
         mode="bilinear", align_corners=True)``, evaluated on whole-plane coordinates.
-    block_size : side of the region held in memory when streaming a Zarr stack, rounded to
-        whole chunks.
+    block_size : side of the region read, computed and written at once when streaming a Zarr
+        stack, rounded to whole chunks; with `prefetch` it sets peak memory.
+    batch_pixels : input pixels per forward pass (tiles of several planes go together);
+        None: 4 Mpx on the CPU, on CUDA what fits in half the free device memory.
+    prefetch : blocks read ahead (and written behind) while one is computed.
+    dtype : "float32", or "input": the input's dtype, integers rounded half up and clipped to
+        its range (a uint16 archive then stays uint16 instead of quadrupling in size).
+    compile : "auto" compiles the network (fixed tile shape, one graph per job) on CUDA for
+        jobs of at least 8 gigapixels, where the compile time pays back; "always", "never".
+    cuda_graphs : with compile on CUDA, replay CUDA graphs (``mode="reduce-overhead"``).
     """
 
-    tile_size: int = 1024
-    overlap: int | None = None
+    tile_size: int | Literal["auto"] = "auto"
+    overlap: int | Literal["exact"] = 64
     downsample: Literal["avgpool", "bilinear"] = "avgpool"
     block_size: int = 2048
+    batch_pixels: int | None = None
+    prefetch: int = 2
+    dtype: Literal["float32", "input"] = "float32"
+    compile: Literal["auto", "always", "never"] = "auto"
+    cuda_graphs: bool = False
     device: str = "auto"
     precision: Precision = "auto"
 
     def __post_init__(self) -> None:
-        if self.tile_size < MULTIPLE or self.tile_size % MULTIPLE:
-            raise ValueError(f"tile_size must be a positive multiple of {MULTIPLE}, got {self.tile_size}; "
-                             f"use {-(-max(self.tile_size, 1) // MULTIPLE) * MULTIPLE}")
-        if self.overlap is not None and self.overlap < 0:
-            raise ValueError(f"overlap must be >= 0 (or unset for the receptive field), got {self.overlap}")
-        if self.downsample not in ("avgpool", "bilinear"):
-            raise ValueError(f"downsample must be 'avgpool' or 'bilinear', not {self.downsample!r}")
-        if self.block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
-
-    def tile_for_attempt(self, attempt: int) -> int:
-        """Tile side for the `attempt`-th try of a job: halved per retry, a multiple of 32.
-
-        A job killed for memory is retried by Snakemake with more memory; smaller forward
-        passes make the retry fit even where memory cannot grow.
-        """
-        if attempt < 1:
-            raise ValueError(f"attempt must be >= 1, got {attempt}")
-        return max(MULTIPLE, (self.tile_size >> (attempt - 1)) // MULTIPLE * MULTIPLE)
+        if self.tile_size != "auto" and (not isinstance(self.tile_size, int) or self.tile_size < MULTIPLE
+                                         or self.tile_size % MULTIPLE):
+            raise ValueError(f"tile_size must be 'auto' or a positive multiple of {MULTIPLE}, got {self.tile_size}; "
+                             f"use {-(-max(int(self.tile_size), 1) // MULTIPLE) * MULTIPLE}"
+                             if isinstance(self.tile_size, int) else
+                             f"tile_size must be 'auto' or a positive multiple of {MULTIPLE}, got {self.tile_size!r}")
+        if self.overlap != "exact" and (not isinstance(self.overlap, int) or self.overlap < 0):
+            raise ValueError(f"overlap must be 'exact' or an integer >= 0, got {self.overlap!r}")
+        for name, allowed in (("downsample", ("avgpool", "bilinear")), ("dtype", ("float32", "input")),
+                              ("compile", ("auto", "always", "never"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.block_size < 1 or self.prefetch < 0 or (self.batch_pixels is not None and self.batch_pixels < 1):
+            raise ValueError("block_size and batch_pixels must be >= 1 and prefetch >= 0")

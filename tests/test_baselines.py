@@ -164,9 +164,9 @@ def test_unet_tiled_equals_whole_plane():
     rf = receptive_field(ModelConfig(), sr=False)
     plane = np.random.default_rng(0).integers(0, 1000, (40, 300)).astype(np.uint16)
     norm = Normalizer(offset=0.0, scale=1000.0, mode="range")
-    whole, _ = Engine(net, DenoiseConfig(device="cpu", precision="fp32"), receptive_field=rf, scale=1,
-                      normalizer=norm).denoise_plane(plane)
-    tiled, _ = Engine(net, DenoiseConfig(tile_size=64, device="cpu", precision="fp32"), receptive_field=rf, scale=1,
+    exact = dict(device="cpu", precision="fp32", overlap="exact")
+    whole, _ = Engine(net, DenoiseConfig(**exact), receptive_field=rf, scale=1, normalizer=norm).denoise_plane(plane)
+    tiled, _ = Engine(net, DenoiseConfig(tile_size=64, **exact), receptive_field=rf, scale=1,
                       normalizer=norm).denoise_plane(plane)
     assert whole.shape == plane.shape
     with torch.no_grad():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import zarr
 
 from n2sr.config import MULTIPLE, DenoiseConfig, ModelConfig
-from n2sr.io.blocks import check_aligned as _check_aligned
+from n2sr.io.blocks import check_aligned
 from n2sr.io.blocks import stream_blocks
 from n2sr.nn import tiling
 from n2sr.nn.inference import Engine
@@ -22,6 +22,7 @@ SMALL = ModelConfig(features=8, final_features=16, unet_out_channels=8, sr_chann
 RF = receptive_field(SMALL)
 NORM = Normalizer(offset=100.0, scale=400.0, mode="meanstd")
 FP32 = dict(device="cpu", precision="fp32")
+EXACT = dict(FP32, overlap="exact")  # tiled == whole up to float rounding
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,9 @@ def denoise_array(net, arr, cfg, return_sr=False):
 
 def denoise_zarr(net, src, dst, cfg, sr_dst=None, **kwargs):
     e = engine(net, cfg)
-    stream_blocks(src, lambda planes, window: e.denoise_window(planes, window, sr_dst is not None), dst, sr_dst,
-                  context=e.overlap, block_size=cfg.block_size, align=MULTIPLE, **kwargs)
+    return stream_blocks(src, lambda planes, window: e.denoise_window(planes, window, sr_dst is not None, dst.dtype),
+                         dst, sr_dst, context=e.overlap, block_size=cfg.block_size, align=MULTIPLE,
+                         prefetch=cfg.prefetch, **kwargs)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
@@ -73,26 +75,26 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
 @pytest.mark.parametrize("shape,tile", [((45, 77), 1024), ((45, 77), 32), ((33, 129), 64)])
 def test_shapes_and_dtypes(net, shape, tile: int) -> None:
     plane = plane_of(shape)
-    denoised, sr = run(net, plane, DenoiseConfig(tile_size=tile, **FP32))
+    denoised, sr = run(net, plane, DenoiseConfig(tile_size=tile, **EXACT))
     assert denoised.shape == shape and denoised.dtype == np.float32
     assert sr.shape == (2 * shape[0], 2 * shape[1]) and sr.dtype == np.float32
     assert np.isfinite(sr).all()
-    assert run(net, plane, DenoiseConfig(**FP32), return_sr=False)[1] is None
+    assert run(net, plane, DenoiseConfig(**EXACT), return_sr=False)[1] is None
 
 
 @pytest.mark.parametrize("mode,shape,tile", [("avgpool", (40, 700), 64), ("bilinear", (40, 700), 64),
                                              ("avgpool", (420, 420), 192)])
 def test_tiled_equals_whole_plane_with_default_overlap(net, mode: str, shape, tile: int) -> None:
     plane = plane_of(shape)
-    whole = run(net, plane, DenoiseConfig(downsample=mode, **FP32))
-    tiled = run(net, plane, DenoiseConfig(tile_size=tile, downsample=mode, **FP32))
+    whole = run(net, plane, DenoiseConfig(downsample=mode, **EXACT))
+    tiled = run(net, plane, DenoiseConfig(tile_size=tile, downsample=mode, **EXACT))
     assert_close(tiled[1], whole[1])
     assert_close(tiled[0], whole[0])
 
 
 def test_small_overlap_is_close_but_not_exact(net) -> None:
     plane = plane_of((40, 700))
-    whole = run(net, plane, DenoiseConfig(**FP32))[0]
+    whole = run(net, plane, DenoiseConfig(**EXACT))[0]
     tiled = run(net, plane, DenoiseConfig(tile_size=64, overlap=64, **FP32))[0]
     assert not np.allclose(tiled, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
     assert np.abs(tiled - whole).mean() < 0.01 * np.ptp(whole)
@@ -101,7 +103,7 @@ def test_small_overlap_is_close_but_not_exact(net) -> None:
 @pytest.mark.parametrize("tile", [1024, 32])
 def test_normalisation_is_undone_exactly(tile: int) -> None:
     plane = plane_of((45, 77))
-    denoised, sr = engine(upsample_net, DenoiseConfig(tile_size=tile, **FP32), receptive_field=0).denoise_plane(
+    denoised, sr = engine(upsample_net, DenoiseConfig(tile_size=tile, **EXACT), receptive_field=0).denoise_plane(
         plane, return_sr=True)
     np.testing.assert_allclose(denoised, plane, rtol=1e-6, atol=1e-3)
     np.testing.assert_allclose(sr, np.repeat(np.repeat(plane, 2, 0), 2, 1), rtol=1e-6, atol=1e-3)
@@ -109,7 +111,7 @@ def test_normalisation_is_undone_exactly(tile: int) -> None:
 
 def test_bilinear_matches_the_authors_interpolate(net) -> None:
     plane = plane_of((45, 77))
-    denoised, sr = run(net, plane, DenoiseConfig(downsample="bilinear", **FP32))
+    denoised, sr = run(net, plane, DenoiseConfig(downsample="bilinear", **EXACT))
     with torch.inference_mode():
         out = net(torch.from_numpy(NORM.forward(plane))[None, None])
         expected = NORM.inverse(F.interpolate(out, scale_factor=0.5, mode="bilinear", align_corners=True)[0, 0].numpy())
@@ -118,13 +120,13 @@ def test_bilinear_matches_the_authors_interpolate(net) -> None:
 
 
 def test_avgpool_is_the_2x2_mean(net) -> None:
-    denoised, sr = run(net, plane_of((45, 77)), DenoiseConfig(**FP32))
+    denoised, sr = run(net, plane_of((45, 77)), DenoiseConfig(**EXACT))
     assert_close(denoised, sr.reshape(45, 2, 77, 2).mean((1, 3)))
 
 
 def test_array_is_plane_wise(net) -> None:
     stack = plane_of((2, 1, 2, 33, 50))
-    cfg = DenoiseConfig(tile_size=32, **FP32)
+    cfg = DenoiseConfig(tile_size=32, **EXACT)
     denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
     assert denoised.shape == stack.shape and sr.shape == (2, 1, 2, 66, 100)
     for index in np.ndindex(*stack.shape[:-2]):
@@ -155,7 +157,7 @@ def test_zarr_out_of_core_equals_in_memory(net, tmp_path, mode, shape, chunks, s
     dst = zarr_array(tmp_path, "dst.zarr", shape, chunks, np.float32, shards)
     sr_shards = None if shards is None else (*shards[:3], 2 * shards[3], 2 * shards[4])
     sr_dst = zarr_array(tmp_path, "sr.zarr", (*shape[:3], 2 * shape[3], 2 * shape[4]), sr_chunks, np.float32, sr_shards)
-    cfg = DenoiseConfig(tile_size=64, block_size=block, downsample=mode, **FP32)
+    cfg = DenoiseConfig(tile_size=64, block_size=block, downsample=mode, **EXACT)
     denoise_zarr(net, src, dst, cfg, sr_dst=sr_dst, progress=False)
     denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
     reread = zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")
@@ -167,7 +169,7 @@ def test_zarr_reads_a_dask_selection_of_captures(net, tmp_path) -> None:
     stack = plane_of((3, 1, 1, 40, 70))
     src = da.from_zarr(zarr_array(tmp_path, "src.zarr", stack, (1, 1, 1, 40, 70)))[[2, 0]]
     dst = zarr_array(tmp_path, "dst.zarr", src.shape, (1, 1, 1, 16, 32), np.float32)
-    cfg = DenoiseConfig(block_size=32, **FP32)
+    cfg = DenoiseConfig(block_size=32, **EXACT)
     denoise_zarr(net, src, dst, cfg, progress=False)
     expected, _ = denoise_array(net, stack[[2, 0]], cfg)
     assert_close(dst[...], expected)
@@ -180,47 +182,77 @@ def test_zarr_lock_free_writes_under_threads(net, tmp_path) -> None:
     src = zarr_array(tmp_path, "src.zarr", stack, (1, 1, 1, 40, 150))
     dst = zarr_array(tmp_path, "dst.zarr", stack.shape, (2, 1, 1, 7, 50), np.float32)
     sr_dst = zarr_array(tmp_path, "sr.zarr", (2, 1, 1, 80, 300), (1, 1, 1, 14, 100), np.float32)
-    cfg = DenoiseConfig(tile_size=64, block_size=21, **FP32)
-    denoise_zarr(net, src, dst, cfg, sr_dst=sr_dst, progress=False, scheduler="threads")
+    cfg = DenoiseConfig(tile_size=64, block_size=21, **EXACT)
+    denoise_zarr(net, src, dst, cfg, sr_dst=sr_dst, progress=False)
     denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
     assert_close(zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")[...], denoised)
     assert_close(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
 
 
-def test_zarr_computes_each_block_once_with_progress(net, tmp_path, capsys) -> None:
+def test_zarr_batches_planes_and_writes_every_chunk_once(net, tmp_path, capsys) -> None:
     calls = []
 
     def counting_net(x: torch.Tensor) -> torch.Tensor:
-        calls.append(x.shape)
+        calls.append(x.shape[0])
         return net(x)
 
-    stack = plane_of((3, 1, 1, 45, 77))
+    class Recording:
+        """A zarr.Array that records the region of every write."""
+
+        def __init__(self, arr):
+            self.arr, self.writes = arr, []
+            self.shape, self.dtype, self.chunks, self.shards = arr.shape, arr.dtype, arr.chunks, arr.shards
+
+        def __setitem__(self, key, value):
+            self.writes.append(tuple((k.start, k.stop) for k in key))
+            self.arr[key] = value
+
+    stack = plane_of((5, 1, 1, 45, 77))
     src = zarr_array(tmp_path, "src.zarr", stack, (1, 1, 1, 45, 77))
-    dst = zarr_array(tmp_path, "dst.zarr", stack.shape, (1, 1, 1, 45, 77), np.float32)
-    sr_dst = zarr_array(tmp_path, "sr.zarr", (3, 1, 1, 90, 154), (1, 1, 1, 90, 154), np.float32)
-    denoise_zarr(counting_net, src, dst, DenoiseConfig(**FP32), sr_dst=sr_dst)
-    assert len(calls) == 3  # one pass per plane although the block feeds two outputs
-    assert "3/3" in capsys.readouterr().err
+    dst = Recording(zarr_array(tmp_path, "dst.zarr", stack.shape, (1, 1, 1, 16, 32), np.float32))
+    sr_dst = Recording(zarr_array(tmp_path, "sr.zarr", (5, 1, 1, 90, 154), (1, 1, 1, 90, 154), np.float32))
+    blocks = denoise_zarr(counting_net, src, dst, DenoiseConfig(block_size=128, **EXACT), sr_dst=sr_dst)
+    assert sum(calls) == 5 and len(calls) < 5  # every plane once, several planes per forward pass
+    assert f"{blocks}/{blocks}" in capsys.readouterr().err
+    for target in (dst, sr_dst):  # the writes tile the array exactly: no chunk twice, none missed
+        covered = np.zeros(target.shape, np.int64)
+        for region in target.writes:
+            covered[tuple(slice(a, b) for a, b in region)] += 1
+        assert (covered == 1).all()
+    denoised, sr = denoise_array(net, stack, DenoiseConfig(**EXACT), return_sr=True)
+    assert_close(dst.arr[...], denoised)
+    assert_close(sr_dst.arr[...], sr)
+
+
+def test_input_dtype_output_is_rounded_and_clipped(tmp_path) -> None:
+    stack = plane_of((2, 1, 1, 40, 64))
+    src = zarr_array(tmp_path, "src.zarr", stack, (1, 1, 1, 40, 64))
+    dst = zarr_array(tmp_path, "dst.zarr", stack.shape, (1, 1, 1, 40, 64), np.uint16)
+    shift = lambda x: F.interpolate(x, scale_factor=2, mode="nearest") + 0.3 / NORM.scale  # noqa: E731
+    denoise_zarr(shift, src, dst, DenoiseConfig(**EXACT))
+    np.testing.assert_array_equal(dst[...], stack)  # x + 0.3 rounds back to x
+    low = lambda x: F.interpolate(x, scale_factor=2, mode="nearest") * 0 - 1.0  # noqa: E731  (raw -300)
+    denoise_zarr(low, src, dst, DenoiseConfig(**EXACT))
+    assert (dst[...] == 0).all()  # clipped to the dtype's range, not wrapped
 
 
 def test_misaligned_blocks_are_refused(tmp_path) -> None:
     target = zarr_array(tmp_path, "t.zarr", (2, 40, 100), (1, 8, 50), np.float32, shards=(1, 16, 100))
-    _check_aligned(da.zeros((2, 40, 100), chunks=(1, 32, 100)), target, "dst")  # whole shards, short last block
-    for chunks in [(1, 8, 100), (1, 32, 50), (2, 20, 100)]:  # part shards on y, x, y
+    check_aligned([32, 8], target, 1, "dst")  # whole shards, short last block
+    for lengths, axis in [([8, 32], 1), ([50, 50], 2), ([20, 20], 1)]:  # part shards on y, x, y
         with pytest.raises(ValueError, match="whole chunks"):
-            _check_aligned(da.zeros((2, 40, 100), chunks=chunks), target, "dst")
+            check_aligned(lengths, target, axis, "dst")
     with pytest.raises(ValueError, match="axis 0"):
-        _check_aligned(da.zeros((2, 40, 100), chunks=(1, 16, 100)), zarr_array(tmp_path, "u.zarr", (2, 40, 100),
-                                                                               (2, 8, 50), np.float32), "dst")
+        check_aligned([1, 1], zarr_array(tmp_path, "u.zarr", (2, 40, 100), (2, 8, 50), np.float32), 0, "dst")
 
 
 def test_zarr_refuses_targets_that_do_not_fit(net, tmp_path) -> None:
     src = zarr_array(tmp_path, "src.zarr", plane_of((1, 1, 1, 33, 40)), (1, 1, 1, 33, 40))
-    cfg = DenoiseConfig(**FP32)
+    cfg = DenoiseConfig(**EXACT)
     with pytest.raises(ValueError, match="shape"):
         denoise_zarr(net, src, zarr_array(tmp_path, "a.zarr", (1, 1, 1, 33, 41), (1, 1, 1, 33, 41), np.float32), cfg)
-    with pytest.raises(ValueError, match="floating dtype"):
-        denoise_zarr(net, src, zarr_array(tmp_path, "b.zarr", src.shape, src.chunks, np.uint16), cfg)
+    with pytest.raises(ValueError, match="real numeric dtype"):
+        denoise_zarr(net, src, zarr_array(tmp_path, "b.zarr", src.shape, src.chunks, np.bool_), cfg)
 
 
 def test_config_and_network_errors(net) -> None:
@@ -228,9 +260,12 @@ def test_config_and_network_errors(net) -> None:
         DenoiseConfig(tile_size=100)
     with pytest.raises(ValueError, match="downsample"):
         DenoiseConfig(downsample="nearest")
-    assert tiling.overlap_pixels(DenoiseConfig().overlap, RF) == 192
+    assert tiling.overlap_pixels("exact", RF) == 192
     assert tiling.overlap_pixels(DenoiseConfig(overlap=40).overlap, RF) == 64
-    assert [DenoiseConfig(tile_size=256).tile_for_attempt(a) for a in (1, 2, 3, 9)] == [256, 128, 64, 32]
+    tiles = [Engine(net, DenoiseConfig(tile_size=256, **FP32), scale=2, receptive_field=RF, normalizer=NORM,
+                    attempt=a).tile for a in (1, 2, 3, 9)]
+    assert tiles == [256, 128, 64, 32]  # a retry halves the tile
+    assert engine(net, DenoiseConfig(**FP32)).tile == 1024  # "auto" on the CPU
     training = build_model(SMALL)
     with pytest.raises(ValueError, match="eval"):
-        run(training, plane_of((32, 32)), DenoiseConfig(**FP32))
+        run(training, plane_of((32, 32)), DenoiseConfig(**EXACT))

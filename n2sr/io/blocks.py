@@ -1,11 +1,16 @@
-"""Out-of-core streaming of a Zarr stack through a per-block function, chunk-aligned.
+"""Out-of-core streaming of a Zarr stack through a per-block function, chunk-aligned and pipelined.
 
-The output is a dask array whose blocks are whole `dst` chunks (shards if sharded) and, with a
-2x output, whole `sr_dst` chunks, about `block_size` a side. Each block reads its own window
-(the block plus `context`, rounded out to the `align` grid) from the source, hands the planes
-to `fn`, and is stored with ``da.store(lock=False)``: safe because every chunk has exactly one
-writer, which is checked before anything is written (misaligned lock-free writes lose data
-silently). Peak memory follows the block size, not the stack size.
+A block is a set of whole output chunks (shards if sharded): several planes along the leading
+axes and about `block_size` a side in the plane, within a budget of ``block_size**2`` pixels
+per plane-region. For each block the source window it needs (the region plus `context`, rounded
+out to the `align` grid) is read, handed to `fn`, and the result written. Reading runs ahead in
+one thread (up to `prefetch` blocks) and writing behind in another (up to `prefetch` blocks),
+so decoding, computing and encoding overlap while peak memory stays at about
+``2 * prefetch + 1`` blocks, whatever the size of the stack.
+
+Every chunk belongs to exactly one block and is written once, by one write: block edges are
+checked against the chunk (shard) grid of every target before anything is written (a partial
+chunk written by two blocks would lose one of them).
 
 This module knows nothing of networks: `fn` is whatever computes a block (the inference
 engine's `denoise_window`).
@@ -13,106 +18,112 @@ engine's `denoise_window`).
 
 from __future__ import annotations
 
+import itertools
 import math
-import uuid
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Sequence
 
-import dask.array as da
 import numpy as np
-import zarr
 from tqdm import tqdm
 
 Window = tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]
 """``(origin (wy0, wx0), region (y0, x0, y1, x1), plane shape (Y, X))`` in plane pixels."""
 BlockFn = Callable[[np.ndarray, Window], tuple[np.ndarray, "np.ndarray | None"]]
-"""``(planes (n, wh, ww) raw, window) -> (region (n, h, w) float32, 2x region (n, 2h, 2w) or None)``."""
+"""``(planes (n, wh, ww) raw, window) -> (region (n, h, w), 2x region (n, 2h, 2w) or None)``."""
+Block = tuple[tuple[slice, ...], slice, slice]
+"""Leading-axes slices, then y and x slices of the region, in source pixels."""
 
 
-def stream_blocks(src: Any, fn: BlockFn, dst: zarr.Array, sr_dst: zarr.Array | None = None, *, context: int,
-                  block_size: int, align: int, progress: bool = True, scheduler: str = "synchronous") -> None:
+def stream_blocks(src: Any, fn: BlockFn, dst: Any, sr_dst: Any = None, *, context: int, block_size: int,
+                  align: int, prefetch: int = 2, progress: bool = True) -> int:
     """Compute `dst` (and `sr_dst`) block by block from the windows of `src` that `fn` needs.
 
     Parameters
     ----------
-    src : array ``(..., Y, X)`` read by slicing into numpy (zarr.Array, `n2sr.io.planes.Selection`).
+    src : array ``(..., Y, X)`` read by slicing into numpy (zarr.Array, `n2sr.io.planes.Selection`,
+        a dask array); indexed with an integer per leading axis.
     fn : computes one block from its window (see `BlockFn`).
-    dst : zarr.Array ``(..., Y, X)``, floating dtype, created by the caller.
-    sr_dst : zarr.Array ``(..., 2Y, 2X)``, floating dtype, optional.
+    dst : zarr.Array ``(..., Y, X)`` created by the caller; `fn`'s result is stored as it is.
+    sr_dst : zarr.Array ``(..., 2Y, 2X)``, optional.
     context : pixels of the source each block needs beyond its region on every side.
-    block_size : target side of a block, rounded to whole chunks.
+    block_size : target side of a block's region; leading axes take as many whole chunks as
+        keep a block within ``block_size**2`` pixels per plane-region times planes.
     align : windows start and end on this grid (the network's pooling multiple).
-    scheduler : dask scheduler; the default runs one block at a time, as the computation
-        already uses all cores and memory stays at one block.
+    prefetch : blocks read ahead and written behind.
+
+    Returns the number of blocks.
     """
-    check_target(dst, tuple(src.shape), "dst")
-    *lead, ny, nx = src.shape
+    shape = tuple(src.shape)
+    check_target(dst, shape, "dst")
+    *lead, ny, nx = shape
+    targets = [(dst, 1, "dst")]
     if sr_dst is not None:
         check_target(sr_dst, (*lead, 2 * ny, 2 * nx), "sr_dst")
-    sides = [_block_side(1, axis, dst, sr_dst) for axis in range(len(lead))]
-    sides += [_block_side(block_size, axis, dst, sr_dst) for axis in (-2, -1)]
-    chunks = tuple(_split(n, side) for n, side in zip(src.shape, sides))
-    with tqdm(total=math.prod(map(len, chunks)), desc="denoise", unit="block", disable=not progress) as bar:
-        block = _Block(fn, src, context, align, sr_dst is not None, bar)
-        # An explicit name: dask would otherwise hash (pickle) the function and the source.
-        packed = da.map_blocks(block, chunks=(*chunks, (block.channels,)), dtype=np.float32,
-                               meta=np.empty((0,) * (len(src.shape) + 1), np.float32),
-                               name=f"n2sr-block-{uuid.uuid4().hex}")
-        sources, targets = [packed[..., 0]], [dst]
-        if sr_dst is not None:
-            sr_chunks = (*chunks[:-2], *(tuple(2 * c for c in cs) for cs in chunks[-2:]))
-            sources.append(packed.map_blocks(_unpack_sr, drop_axis=len(src.shape), chunks=sr_chunks,
-                                             dtype=np.float32))
-            targets.append(sr_dst)
-        for blocks, target, name in zip(sources, targets, ("dst", "sr_dst")):
-            check_aligned(blocks, target, name)
-        da.store(sources, targets, lock=False, scheduler=scheduler)
+        targets.append((sr_dst, 2, "sr_dst"))
+    units = [_unit(axis, targets) for axis in range(len(shape))]
+    side_y, side_x = (max(u, block_size // u * u) for u in units[-2:])
+    region = min(side_y, ny) * min(side_x, nx)
+    planes = max(1, block_size * block_size // region)
+    lead_sides = []
+    for axis, n in enumerate(lead):
+        side = max(units[axis], planes // units[axis] * units[axis])
+        lead_sides.append(side)
+        planes = max(1, planes // max(1, min(side, n)))
+    edges = [_split(n, side) for n, side in zip(shape, [*lead_sides, side_y, side_x])]
+    for axis, cuts in enumerate(edges):
+        for target, scale, name in targets:
+            check_aligned([c * (scale if axis >= len(lead) else 1) for c in cuts], target, axis, name)
+    blocks = [(tuple(lead_slices), ys, xs) for *lead_slices, ys, xs in itertools.product(*map(_slices, edges))]
+    _run(blocks, src, fn, [t for t, _, _ in targets], context, align, prefetch, progress)
+    return len(blocks)
 
 
-@dataclass(frozen=True)
-class _Block:
-    """Computes one output block from its own window of `src`.
-
-    Returns ``ndarray (..., h, w, channels) float32``: channel 0 is the block; with SR,
-    channels 1-4 are the 2x pixels ``(2i + a, 2j + b)`` in order ``(a, b) = 00, 01, 10, 11``,
-    so both outputs come from one pass and share the block grid (see `_unpack_sr`).
-    """
-
-    fn: BlockFn
-    src: Any
-    context: int
-    align: int
-    with_sr: bool
-    bar: tqdm
-
-    @property
-    def channels(self) -> int:
-        return 5 if self.with_sr else 1
-
-    def __call__(self, block_info: dict) -> np.ndarray:
-        *lead, (y0, y1), (x0, x1) = block_info[None]["array-location"][:-1]
-        *_, ny, nx = self.src.shape
-        (wy0, wy1), (wx0, wx1) = (_window(y0, y1, ny, self.context, self.align),
-                                  _window(x0, x1, nx, self.context, self.align))
-        h, w = y1 - y0, x1 - x0
-        out = np.empty((*(b - a for a, b in lead), h, w, self.channels), np.float32)
-        index = list(np.ndindex(*out.shape[:-3]))
-        planes = np.stack([np.asarray(self.src[(*(a + i for (a, _), i in zip(lead, ix)), slice(wy0, wy1),
-                                                 slice(wx0, wx1))]) for ix in index])
-        denoised, sr = self.fn(planes, ((wy0, wx0), (y0, x0, y1, x1), (ny, nx)))
-        for k, ix in enumerate(index):
-            out[ix][..., 0] = denoised[k]
-            if self.with_sr:
-                out[ix][..., 1:] = sr[k].reshape(h, 2, w, 2).transpose(0, 2, 1, 3).reshape(h, w, 4)
-        self.bar.update()
-        return out
+def _run(blocks: Sequence[Block], src: Any, fn: BlockFn, targets: list, context: int, align: int,
+         prefetch: int, progress: bool) -> None:
+    """Read ahead, compute here, write behind; the first error stops the run and is raised."""
+    *_, ny, nx = src.shape
+    pending_reads: deque[Future] = deque()
+    pending_writes: deque[Future] = deque()
+    with ThreadPoolExecutor(1, thread_name_prefix="n2sr-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="n2sr-write") as writer, \
+            tqdm(total=len(blocks), desc="denoise", unit="block", disable=not progress) as bar:
+        ahead = iter(blocks)
+        for block in itertools.islice(ahead, prefetch + 1):
+            pending_reads.append(reader.submit(_read, src, block, context, align, ny, nx))
+        for block in blocks:
+            planes, window = pending_reads.popleft().result()
+            nxt = next(ahead, None)
+            if nxt is not None:
+                pending_reads.append(reader.submit(_read, src, nxt, context, align, ny, nx))
+            results = fn(planes, window)
+            while len(pending_writes) > prefetch:
+                pending_writes.popleft().result()
+            pending_writes.append(writer.submit(_write, targets, block, results))
+            bar.update()
+        for future in pending_writes:
+            future.result()
 
 
-def _unpack_sr(packed: np.ndarray) -> np.ndarray:
-    """``(..., h, w, 5)`` block of `_Block` -> its 2x output ``(..., 2h, 2w)``."""
-    *lead, h, w, _ = packed.shape
-    sr = packed[..., 1:].reshape(*lead, h, w, 2, 2)
-    return np.moveaxis(sr, -2, -3).reshape(*lead, 2 * h, 2 * w)
+def _read(src: Any, block: Block, context: int, align: int, ny: int, nx: int) -> tuple[np.ndarray, Window]:
+    lead, ys, xs = block
+    (wy0, wy1), (wx0, wx1) = _window(ys.start, ys.stop, ny, context, align), _window(xs.start, xs.stop, nx, context, align)
+    planes = [np.asarray(src[(*index, slice(wy0, wy1), slice(wx0, wx1))]) for index in _indices(lead)]
+    return np.stack(planes), ((wy0, wx0), (ys.start, xs.start, ys.stop, xs.stop), (ny, nx))
+
+
+def _write(targets: list, block: Block, results: tuple[np.ndarray, np.ndarray | None]) -> None:
+    lead, ys, xs = block
+    extents = tuple(s.stop - s.start for s in lead)
+    for target, data, scale in zip(targets, results, (1, 2)):
+        if data is None:
+            continue
+        region = (*lead, slice(scale * ys.start, scale * ys.stop), slice(scale * xs.start, scale * xs.stop))
+        target[region] = data.reshape(*extents, *data.shape[-2:])
+
+
+def _indices(lead: tuple[slice, ...]) -> Iterator[tuple[int, ...]]:
+    return itertools.product(*(range(s.start, s.stop) for s in lead))
 
 
 def _window(start: int, stop: int, size: int, context: int, align: int) -> tuple[int, int]:
@@ -120,38 +131,43 @@ def _window(start: int, stop: int, size: int, context: int, align: int) -> tuple
     return max(0, (start - context) // align * align), min(size, -(-(stop + context) // align) * align)
 
 
-def _block_side(block_size: int, axis: int, dst: zarr.Array, sr_dst: zarr.Array | None) -> int:
-    """Block side along `axis`: a multiple of the `dst` chunk (shard if sharded) whose double (on y
-    and x; the same on other axes) is a multiple of the `sr_dst` one, as close to `block_size`
-    as that allows."""
-    unit = (dst.shards or dst.chunks)[axis]
-    if sr_dst is not None:
-        scale = 2 if axis in (-2, -1) else 1
-        sr_unit = (sr_dst.shards or sr_dst.chunks)[axis]
-        unit = math.lcm(unit, sr_unit // math.gcd(sr_unit, scale))
-    return max(unit, block_size // unit * unit)
+def _unit(axis: int, targets: list) -> int:
+    """Smallest block side along `axis` that covers whole chunks (shards) of every target: a
+    target `scale` times larger on y and x needs sides whose `scale` multiple is whole."""
+    unit = 1
+    ndim = len(targets[0][0].shape)
+    for target, scale, _ in targets:
+        grid = (target.shards or target.chunks)[axis]
+        factor = scale if axis >= ndim - 2 else 1
+        unit = math.lcm(unit, grid // math.gcd(grid, factor))
+    return unit
 
 
-def _split(size: int, side: int) -> tuple[int, ...]:
-    """Dask chunks of an axis of `size` cut every `side`: ``(side, ..., side, rest)``."""
-    return tuple(min(side, size - start) for start in range(0, size, side))
+def _split(size: int, side: int) -> list[int]:
+    """Block lengths along an axis of `size` cut every `side`: ``[side, ..., side, rest]``."""
+    return [min(side, size - start) for start in range(0, size, side)]
 
 
-def check_aligned(blocks: da.Array, target: zarr.Array, name: str) -> None:
-    """Refuse a lock-free store unless every block edge is a `target` chunk (shard) edge or its end.
+def _slices(lengths: list[int]) -> list[slice]:
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+    return [slice(int(a), int(a) + n) for a, n in zip(starts, lengths)]
+
+
+def check_aligned(lengths: Sequence[int], target: Any, axis: int, name: str) -> None:
+    """Refuse blocks unless every block edge along `axis` is a `target` chunk (shard) edge or its end.
 
     Two blocks sharing a chunk would each read-modify-write it, and one would lose its pixels.
     """
-    for axis, (sizes, unit, size) in enumerate(zip(blocks.chunks, target.shards or target.chunks, target.shape)):
-        edges = np.cumsum(sizes)
-        if any(edge % unit and edge != size for edge in edges):
-            raise ValueError(f"{name}: blocks {sizes} along axis {axis} do not cover whole chunks of {unit}; "
-                             "lock-free writes would lose data")
+    unit, size = (target.shards or target.chunks)[axis], target.shape[axis]
+    edges = np.cumsum(lengths)
+    if any(edge % unit and edge != size for edge in edges):
+        raise ValueError(f"{name}: blocks {tuple(lengths)} along axis {axis} do not cover whole chunks of {unit}; "
+                         "writes would lose data")
 
 
-def check_target(arr: zarr.Array, shape: tuple[int, ...], name: str) -> None:
+def check_target(arr: Any, shape: tuple[int, ...], name: str) -> None:
     """Outputs are created by the caller; refuse ones that would truncate or not fit."""
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
-    if arr.dtype.kind != "f":
-        raise ValueError(f"{name} has dtype {arr.dtype}; create it with a floating dtype such as float32")
+    if np.dtype(arr.dtype).kind not in "fiu":
+        raise ValueError(f"{name} has dtype {arr.dtype}; create it with a real numeric dtype")

@@ -1,6 +1,14 @@
 """The inference engine: a trained network applied to planes, tiled, blended and brought back
-to the input grid, all in memory. It never sees a file, Zarr or dask: `n2sr.io.blocks` streams
-stacks through `Engine.denoise_window`.
+to the input grid, on the device. It never sees a file or Zarr: `n2sr.io.blocks` streams stacks
+through `Engine.denoise_window`.
+
+Everything between the host copy in and the host copy out stays on the device: normalisation,
+padding, tiles of every plane of a window batched up to ``batch_pixels`` per forward pass,
+blending and downsampling. Only the kept region (and the 2x output when asked) comes back,
+through pinned memory on CUDA; ``dtype: input`` rounding happens on the host copy (`as_dtype`).
+When the network is compiled, tiles have one fixed shape per plane size (`n2sr.nn.tiling.spans`
+with ``fixed=True``), so one graph serves a whole job; eager, border tiles stay smaller, which
+saves compute.
 
 A Noise2SR network maps a plane to its 2x super-resolution (``scale=2``); the denoised plane is
 that SR output brought back to the input grid. The baselines' plain U-Net (``scale=1``) outputs
@@ -48,6 +56,11 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 Window = tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]
 """``(origin (wy0, wx0), region (y0, x0, y1, x1), plane shape (Y, X))``, as in `n2sr.io.blocks`."""
 
+CPU_TILE = 1024  # tile side on the CPU: larger tiles gain nothing there (benchmarks/results/speed.md)
+CPU_BATCH_PIXELS = 4 << 20  # input pixels per forward pass on the CPU
+COMPILE_MIN_PIXELS = 8 << 30  # "auto" compiles on CUDA from this job size (see `Engine.should_compile`)
+_ACTIVATION_BYTES_PER_PIXEL = 12_000  # generous bound on the default network's peak bytes per input pixel
+
 
 def _nhwc_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(N, C, H, W) -> same values in `dtype` with NHWC strides, also when C == 1."""
@@ -57,24 +70,22 @@ def _nhwc_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def prepare(model: nn.Module, device: torch.device, precision: Literal["bf16", "fp32"],
-            compile: bool | str = "auto") -> Forward:
+            compile: bool | str = False) -> Forward:
     """The model's forward at its fastest: ``f(x (N, 1, H, W)) -> float32 (N, 1, sH, sW)``.
 
     The caller's model is never modified (a copy is moved, cast and laid out), so it can keep
     training or be saved afterwards. ``compile``: False eager; True ``torch.compile`` with
-    dynamic shapes and frozen weights; another string is the compile ``mode``; "auto"
-    compiles on CUDA only (see the module docstring).
+    frozen weights; another string is the compile ``mode`` (e.g. "reduce-overhead" for CUDA
+    graphs). Shapes are static: the engine feeds one tile shape per job.
     """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     net = copy.deepcopy(model).eval().requires_grad_(False)
     net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
-    if compile == "auto":
-        compile = device.type == "cuda"
     if compile:
         if isinstance(compile, str):
-            net = torch.compile(net, dynamic=True, mode=compile)
-        else:  # freezing: weights become constants, prepacked into oneDNN's blocked layouts
-            net = torch.compile(net, dynamic=True, options={"freezing": True})
+            net = torch.compile(net, dynamic=False, mode=compile)
+        else:  # freezing: weights become constants, prepacked into oneDNN's / cuDNN's layouts
+            net = torch.compile(net, dynamic=False, options={"freezing": True})
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
@@ -89,7 +100,7 @@ def prepare(model: nn.Module, device: torch.device, precision: Literal["bf16", "
 
 
 class Engine:
-    """A trained network ready for inference: device, precision, layout and overlap decided once.
+    """A trained network ready for inference: device, precision, tile, batch and overlap decided once.
 
     Parameters
     ----------
@@ -98,45 +109,83 @@ class Engine:
     cfg : DenoiseConfig
     scale : 2 for a Noise2SR network, 1 for a same-size U-Net.
     receptive_field : radius of the network's receptive field in input pixels
-        (`n2sr.nn.model.receptive_field`); the default overlap and where tiles are exact.
+        (`n2sr.nn.model.receptive_field`); ``overlap: exact`` and where tiles are exact.
     normalizer : the training normalisation; applied before and undone after the network.
+    attempt : the job's try number; a retry uses half the tile side per extra attempt.
+    job_pixels : input pixels of the whole job, for the compile decision.
     """
 
     def __init__(self, net: nn.Module | Forward, cfg: DenoiseConfig, *, scale: int, receptive_field: int,
-                 normalizer: Normalizer, compile: bool | str = "auto") -> None:
+                 normalizer: Normalizer, attempt: int = 1, job_pixels: int = 0) -> None:
         if scale not in (1, 2):
             raise ValueError(f"scale must be 1 (same-size U-Net) or 2 (Noise2SR), got {scale}")
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1, got {attempt}")
         self.cfg, self.scale, self.receptive_field, self.normalizer = cfg, scale, receptive_field, normalizer
         self.device = pick_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.overlap = tiling.overlap_pixels(cfg.overlap, receptive_field)
-        if isinstance(net, nn.Module) and net.training:
-            raise ValueError("the network is in training mode; call .eval() before denoising")
-        self.net = prepare(net, self.device, self.precision, compile) if isinstance(net, nn.Module) else net
+        self.batch_pixels = cfg.batch_pixels or self._auto_batch_pixels()
+        tile = cfg.tile_size if cfg.tile_size != "auto" else self._auto_tile()
+        self.tile = max(MULTIPLE, (tile >> (attempt - 1)) // MULTIPLE * MULTIPLE)
+        if isinstance(net, nn.Module):
+            if net.training:
+                raise ValueError("the network is in training mode; call .eval() before denoising")
+            compile = self.should_compile(job_pixels) and ("reduce-overhead" if cfg.cuda_graphs else True)
+            net = prepare(net, self.device, self.precision, compile)
+            # One tile shape per plane size when compiled (one graph); eager, border tiles may be
+            # smaller, which saves compute (no recompilation to pay for).
+            self.fixed = bool(compile)
+        else:
+            self.fixed = False
+        self.net = net
+        self._weights: dict[tuple, tuple[list, torch.Tensor]] = {}
+
+    def should_compile(self, job_pixels: int) -> bool:
+        """Compile when it pays back: about a minute of compilation against a 1.7x faster network
+        (77 -> 133 Mpx/s eager vs compiled on an H200, issue 12) saves a minute from ~8 Gpx on."""
+        if self.cfg.compile != "auto":
+            return self.cfg.compile == "always"
+        return self.device.type == "cuda" and job_pixels >= COMPILE_MIN_PIXELS
+
+    def _free_bytes(self) -> int:
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return free // 2
+
+    def _auto_batch_pixels(self) -> int:
+        if self.device.type != "cuda":
+            return CPU_BATCH_PIXELS
+        return max(MULTIPLE * MULTIPLE, self._free_bytes() // _ACTIVATION_BYTES_PER_PIXEL)
+
+    def _auto_tile(self) -> int:
+        """CPU: `CPU_TILE`. CUDA: the side of the largest square window that fits the batch budget,
+        so a plane that fits goes through whole."""
+        if self.device.type != "cuda":
+            return CPU_TILE
+        side = int(math.isqrt(self.batch_pixels)) - 2 * self.overlap
+        return max(MULTIPLE, side // MULTIPLE * MULTIPLE)
 
     def check_sr(self) -> None:
         if self.scale != 2:
             raise ValueError("this network has no 2x super-resolved output (a baseline's same-size U-Net); "
                              "do not ask for one (--sr, write_sr)")
 
-    def denoise_window(self, planes: np.ndarray, window: Window, return_sr: bool = True
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    def denoise_window(self, planes: np.ndarray, window: Window, return_sr: bool = True,
+                       dtype: np.dtype | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Denoise `region` of planes from their `window`.
 
         planes : ndarray (n, wh, ww), raw intensities of the window starting at ``origin``.
-        Returns ``(denoised (n, h, w) float32, sr (n, 2h, 2w) float32 or None)`` for the region
+        dtype : output dtype (default float32); integers are rounded half up and clipped.
+        Returns ``(denoised (n, h, w), sr (n, 2h, 2w) or None)`` for the region
         ``(y0, x0, y1, x1)``, in raw intensity units; SR only for ``scale=2`` and `return_sr`.
         """
         origin, (y0, x0, y1, x1), shape = window
-        with_sr = return_sr and self.scale == 2
-        denoised = np.empty((len(planes), y1 - y0, x1 - x0), np.float32)
-        sr = np.empty((len(planes), 2 * (y1 - y0), 2 * (x1 - x0)), np.float32) if with_sr else None
-        for k, plane in enumerate(planes):
-            out = self.predict(self.normalizer.forward(plane))
-            denoised[k] = self.normalizer.inverse(self.to_input_grid(out, origin, (y0, x0, y1, x1), shape))
-            if sr is not None:
-                oy, ox = origin
-                sr[k] = self.normalizer.inverse(out[2 * (y0 - oy):2 * (y1 - oy), 2 * (x0 - ox):2 * (x1 - ox)])
+        oy, ox = origin
+        out = self.predict(self._to_device(planes))
+        denoised = self._raw(self._to_input_grid(out, origin, (y0, x0, y1, x1), shape), dtype)
+        sr = None
+        if return_sr and self.scale == 2:
+            sr = self._raw(out[:, 2 * (y0 - oy):2 * (y1 - oy), 2 * (x0 - ox):2 * (x1 - ox)], dtype)
         return denoised, sr
 
     def denoise_plane(self, plane: np.ndarray, return_sr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -151,74 +200,139 @@ class Engine:
 
     def denoise_array(self, arr: np.ndarray, return_sr: bool = False, progress: bool = True
                       ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Every plane of ``ndarray (..., Y, X)`` independently: ``(denoised (..., Y, X), sr (..., 2Y, 2X) or None)``."""
+        """Every plane of ``ndarray (..., Y, X)`` independently, in batches of planes:
+        ``(denoised (..., Y, X), sr (..., 2Y, 2X) or None)``, float32."""
         arr = np.asarray(arr)
         if arr.ndim < 2:
             raise ValueError(f"expected an array of shape (..., Y, X), got shape {arr.shape}")
         if return_sr:
             self.check_sr()
         *lead, ny, nx = arr.shape
-        denoised = np.empty(arr.shape, np.float32)
-        sr = np.empty((*lead, 2 * ny, 2 * nx), np.float32) if return_sr else None
-        for index in tqdm(np.ndindex(*lead), total=math.prod(lead), desc="denoise", unit="plane", disable=not progress):
-            d, s = self.denoise_plane(arr[index], return_sr)
-            denoised[index] = d
+        flat = arr.reshape(-1, ny, nx)
+        denoised = np.empty(flat.shape, np.float32)
+        sr = np.empty((len(flat), 2 * ny, 2 * nx), np.float32) if return_sr else None
+        step = max(1, self.batch_pixels // (ny * nx))
+        window = ((0, 0), (0, 0, ny, nx), (ny, nx))
+        for start in tqdm(range(0, len(flat), step), desc="denoise", unit="batch", disable=not progress):
+            d, s = self.denoise_window(flat[start:start + step], window, return_sr)
+            denoised[start:start + step] = d
             if sr is not None:
-                sr[index] = s
-        return denoised, sr
+                sr[start:start + step] = s
+        return denoised.reshape(arr.shape), None if sr is None else sr.reshape(*lead, 2 * ny, 2 * nx)
 
-    def to_input_grid(self, out: np.ndarray, origin: tuple[int, int], region: tuple[int, int, int, int],
-                      shape: tuple[int, int]) -> np.ndarray:
-        """`region` of the plane from the network output `out` of the window at `origin` (see `_downsample`)."""
+    def _to_device(self, planes: np.ndarray) -> torch.Tensor:
+        """Raw planes -> normalised float32 ``(n, h, w)`` on the device (pinned, asynchronous copy on CUDA)."""
+        x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return (x - self.normalizer.offset) / self.normalizer.scale
+
+    def _raw(self, x: torch.Tensor, dtype: np.dtype | None) -> np.ndarray:
+        """Network units on the device -> raw intensities on the host, in `dtype` (see `as_dtype`)."""
+        x = (x * self.normalizer.scale + self.normalizer.offset).float()
+        if self.device.type == "cuda":
+            host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+            host.copy_(x, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+            x = host
+        out = x.numpy()
+        return out if dtype is None else as_dtype(out, dtype)
+
+    def _to_input_grid(self, out: torch.Tensor, origin: tuple[int, int], region: tuple[int, int, int, int],
+                       shape: tuple[int, int]) -> torch.Tensor:
+        """`region` of the planes from the network output `out` of the window at `origin` (see `_downsample`)."""
         if self.scale == 1:
             y0, x0, y1, x1 = region
-            return out[y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
+            return out[:, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
         return _downsample(out, self.cfg.downsample, origin, region, shape)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """``ndarray (h, w) float32`` normalised -> the network output ``(s h, s w) float32``, tiled when large.
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(n, h, w)`` on the device -> the network output ``(n, s h, s w)`` float32, tiled.
 
-        Tile outputs are blended in the output space and divided once; for Noise2SR the
-        downsampling happens after, on the blended plane, so even a non-shift-invariant
-        downsampling sees no tiles.
+        The planes are padded once (bottom/right, by reflection, to the pooling multiple, as the
+        network itself would), cut into tiles, run in batches of same-shaped tiles of all
+        planes, and blended in the output space (divided once). For Noise2SR the downsampling
+        happens after, on the blended plane, so even a non-shift-invariant one sees no tiles.
         """
+        n, h, w = x.shape
         s = self.scale
-        tiles = tiling.tiles(x.shape, self.cfg.tile_size, self.overlap, MULTIPLE, self.receptive_field)
-        if len(tiles) == 1:
-            return self.forward(x)
-        acc = np.zeros((s * x.shape[0], s * x.shape[1]), np.float32)
-        total = np.zeros_like(acc)
-        for tile in tiles:
-            weight = tile.weights(scale=s)
-            acc[tile.window(s)] += weight * self.forward(x[tile.window()])
-            total[tile.window(s)] += weight
-        return np.divide(acc, total, out=acc)
+        padded = pad_to_multiple(x[:, None], MULTIPLE)[:, 0]
+        tiles, total = self._tiling(padded.shape[-2:])
+        acc = torch.zeros((n, s * padded.shape[-2], s * padded.shape[-1]), dtype=torch.float32, device=x.device)
+        for group in _by_shape(tiles, n):
+            wy, wx = tiles[group[0][0]][0]
+            per_batch = max(1, self.batch_pixels // ((wy.stop - wy.start) * (wx.stop - wx.start)))
+            for first in range(0, len(group), per_batch):
+                chunk = group[first:first + per_batch]
+                batch = torch.stack([padded[p, tiles[t][0][0], tiles[t][0][1]] for t, p in chunk])[:, None]
+                y = self.forward(batch)
+                for k, (t, p) in enumerate(chunk):
+                    (sy, sx), weight = tiles[t][1], tiles[t][2]
+                    acc[p, sy, sx] += weight * y[k, 0] if weight is not None else y[k, 0]
+        if total is not None:
+            acc /= total
+        return acc[:, : s * h, : s * w]
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """One forward pass: ``ndarray (h, w) float32 -> ndarray (s h, s w) float32`` on the CPU."""
-        inp = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(self.device)
+    def _tiling(self, shape: tuple[int, int]) -> tuple[list, torch.Tensor | None]:
+        """Tiles of a padded plane, each ``(input window, output window, weight or None)``, and the
+        summed weight (None for a single tile); cached per plane shape."""
+        if shape not in self._weights:
+            s = self.scale
+            found = tiling.tiles(shape, self.tile, self.overlap, MULTIPLE, self.receptive_field, fixed=self.fixed)
+            if len(found) == 1:
+                tiles = [(found[0].window(), found[0].window(s), None)]
+                total = None
+            else:
+                total = torch.zeros((s * shape[0], s * shape[1]), dtype=torch.float32, device=self.device)
+                tiles = []
+                for t in found:
+                    weight = torch.from_numpy(t.weights(scale=s)).to(self.device)
+                    total[t.window(s)] += weight
+                    tiles.append((t.window(), t.window(s), weight))
+            self._weights[shape] = (tiles, total)
+        return self._weights[shape]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass: ``(N, 1, h, w)`` float32 on the device -> ``(N, 1, s h, s w)`` float32."""
         with torch.inference_mode():
-            out = self.net(inp)
-        expected = (1, 1, self.scale * x.shape[0], self.scale * x.shape[1])
+            out = self.net(x)
+        expected = (x.shape[0], 1, self.scale * x.shape[-2], self.scale * x.shape[-1])
         if tuple(out.shape) != expected:
-            raise ValueError(f"network output has shape {tuple(out.shape)} for input {tuple(inp.shape)}; "
+            raise ValueError(f"network output has shape {tuple(out.shape)} for input {tuple(x.shape)}; "
                              f"expected {expected}")
-        return out[0, 0].float().cpu().numpy()
+        return out.float()
 
 
-def _downsample(sr: np.ndarray, mode: str, origin: tuple[int, int], region: tuple[int, int, int, int],
-                shape: tuple[int, int]) -> np.ndarray:
+def _by_shape(tiles: list, n: int) -> list[list[tuple[int, int]]]:
+    """(tile, plane) jobs grouped by window shape, in tile order: each group can share batches."""
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for t, ((wy, wx), _, _) in enumerate(tiles):
+        groups.setdefault((wy.stop - wy.start, wx.stop - wx.start), []).extend((t, p) for p in range(n))
+    return list(groups.values())
+
+
+def as_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float32 intensities in `dtype`: integers rounded half up and clipped to the dtype's range."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.floor(x.astype(np.float64) + 0.5), info.min, info.max).astype(dtype)
+    return x.astype(dtype, copy=False)
+
+
+def _downsample(sr: torch.Tensor, mode: str, origin: tuple[int, int], region: tuple[int, int, int, int],
+                shape: tuple[int, int]) -> torch.Tensor:
     """Bring part of a 2x output back to the input grid, as if the whole plane were downsampled.
 
     Parameters
     ----------
-    sr : ndarray (2h, 2w) float32, the 2x output of the input window starting at `origin` (y, x).
+    sr : Tensor (n, 2h, 2w) float32, the 2x output of the input window starting at `origin` (y, x).
     region : ``(y0, x0, y1, x1)`` of the plane to produce, inside the window.
     shape : ``(Y, X)`` of the whole plane; bilinear sample positions depend on it.
 
     Returns
     -------
-    ndarray (y1 - y0, x1 - x0) float32
+    Tensor (n, y1 - y0, x1 - x0) float32
 
     Both modes are a separable two-tap interpolation: ``avgpool`` takes the mean of pixels
     ``2i`` and ``2i + 1``; ``bilinear`` samples ``i * (2n - 1) / (n - 1)`` (align_corners=True,
@@ -227,13 +341,13 @@ def _downsample(sr: np.ndarray, mode: str, origin: tuple[int, int], region: tupl
     """
     y0, x0, y1, x1 = region
     out = sr
-    for axis, (start, stop, size, offset) in enumerate(((y0, y1, shape[0], origin[0]), (x0, x1, shape[1], origin[1]))):
+    for axis, (start, stop, size, offset) in ((1, (y0, y1, shape[0], origin[0])), (2, (x0, x1, shape[1], origin[1]))):
         lo, frac = _taps(start, stop, size, mode)
-        lo -= 2 * offset
-        hi = np.minimum(lo + 1, out.shape[axis] - 1)
-        frac = frac.reshape((-1, 1) if axis == 0 else (1, -1))
-        out = (1 - frac) * np.take(out, lo, axis=axis) + frac * np.take(out, hi, axis=axis)
-    return out.astype(np.float32, copy=False)
+        lo = torch.from_numpy(lo - 2 * offset).to(sr.device)
+        hi = torch.clamp(lo + 1, max=out.shape[axis] - 1)
+        frac = torch.from_numpy(frac).to(sr.device).reshape((-1, 1) if axis == 1 else (1, -1))
+        out = (1 - frac) * out.index_select(axis, lo) + frac * out.index_select(axis, hi)
+    return out
 
 
 def _taps(start: int, stop: int, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:

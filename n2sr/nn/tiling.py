@@ -29,12 +29,14 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def overlap_pixels(overlap: int | None, receptive_field: int, align: int = MULTIPLE) -> int:
-    """The context around every tile and block, in input pixels: `overlap` (None: the receptive
+def overlap_pixels(overlap: int | str, receptive_field: int, align: int = MULTIPLE) -> int:
+    """The context around every tile and block, in input pixels: `overlap` ("exact": the receptive
     field) rounded up to `align`, so windows start on the pooling grid. The one place it is rounded."""
-    if overlap is not None and overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
-    return round_up(receptive_field if overlap is None else overlap, align)
+    if overlap == "exact":
+        overlap = receptive_field
+    if not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be 'exact' or an integer >= 0, got {overlap!r}")
+    return round_up(overlap, align)
 
 
 def tile_starts(size: int, tile: int, align: int) -> list[int]:
@@ -84,8 +86,13 @@ class Span:
         return blend_window(self.stop - self.start, margins, (2 * self.fade[0], 2 * self.fade[1]))
 
 
-def spans(size: int, tile: int, overlap: int, align: int, receptive_field: int) -> list[Span]:
+def spans(size: int, tile: int, overlap: int, align: int, receptive_field: int, fixed: bool = False) -> list[Span]:
     """Tiles along one axis: cores from `tile_starts`, each widened by `overlap` on both sides.
+
+    ``fixed=True`` gives every window the same length, ``min(size, tile + 2 * overlap)``: border
+    windows reach further inside instead of being cut short (more context, same weights), so one
+    network input shape serves a whole plane (one compiled graph, full batches). It needs `size`
+    to be a multiple of `align` (pad the plane first).
 
     `overlap` must be a multiple of `align` (`overlap_pixels` makes it one), so every span
     starts on the pooling grid.
@@ -103,8 +110,16 @@ def spans(size: int, tile: int, overlap: int, align: int, receptive_field: int) 
     stops = starts[1:] + [size]
     reach = overlap - receptive_field if overlap >= receptive_field else overlap
     fades = [0] + [min(reach, b - a, c - b) for a, b, c in zip(starts, stops, stops[1:])] + [0]
-    return [Span(max(0, a - overlap), min(size, b + overlap), a, b, (fades[i], fades[i + 1]))
-            for i, (a, b) in enumerate(zip(starts, stops))]
+    if not fixed:
+        return [Span(max(0, a - overlap), min(size, b + overlap), a, b, (fades[i], fades[i + 1]))
+                for i, (a, b) in enumerate(zip(starts, stops))]
+    if size % align:
+        raise ValueError(f"fixed windows need an axis that is a multiple of {align}, got {size}; pad the plane")
+    length = min(size, tile + 2 * overlap)
+    if length == size:  # every window would be the whole axis: one tile
+        return [Span(0, size, 0, size, (0, 0))]
+    return [Span(min(max(0, a - overlap), size - length), min(max(0, a - overlap), size - length) + length, a, b,
+                 (fades[i], fades[i + 1])) for i, (a, b) in enumerate(zip(starts, stops))]
 
 
 def blend_window(length: int, margins: tuple[int, int], ramps: tuple[int, int]) -> np.ndarray:
@@ -151,8 +166,9 @@ class Tile:
         return np.outer(self.y.scaled(scale).weights(), self.x.scaled(scale).weights())
 
 
-def tiles(shape: tuple[int, int], tile: int, overlap: int, align: int, receptive_field: int) -> list[Tile]:
+def tiles(shape: tuple[int, int], tile: int, overlap: int, align: int, receptive_field: int,
+          fixed: bool = False) -> list[Tile]:
     """Row-major tiles of a ``(Y, X)`` plane with cores of `tile` pixels a side (see `spans`)."""
     ny, nx = shape
-    return [Tile(sy, sx) for sy in spans(ny, tile, overlap, align, receptive_field)
-            for sx in spans(nx, tile, overlap, align, receptive_field)]
+    return [Tile(sy, sx) for sy in spans(ny, tile, overlap, align, receptive_field, fixed)
+            for sx in spans(nx, tile, overlap, align, receptive_field, fixed)]

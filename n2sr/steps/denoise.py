@@ -7,8 +7,9 @@ and the source it came from, so a result found later can be traced to what produ
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -23,7 +24,7 @@ from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
 from n2sr.nn.device import set_threads
-from n2sr.nn.inference import Engine
+from n2sr.nn.inference import Engine, as_dtype
 from n2sr.nn.model import from_state, receptive_field
 from n2sr.nn.normalize import Normalizer
 
@@ -35,11 +36,11 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     """Denoise the selected captures of `input` into `output` (TIFF or OME-Zarr by extension).
 
     `sr` also writes the 2x super-resolved image (Noise2SR models only), `tiff` an ImageJ TIFF
-    export of the output. `attempt` is the job's try number: a retry uses a smaller tile
-    (`DenoiseConfig.tile_for_attempt`), so it needs less memory.
+    export of the output. `attempt` is the job's try number: a retry uses half the tile side
+    per extra attempt (`n2sr.nn.inference.Engine`), so it needs less memory. With
+    ``cfg.dtype == "input"`` the outputs keep the input's dtype (rounded half up and clipped).
     """
     set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
-    cfg = replace(cfg, tile_size=cfg.tile_for_attempt(attempt))
     ckpt = checkpoints.load(model)
     if sr is not None and ckpt["scale"] != 2:
         raise InputError(model, f"is a {ckpt['method']} model (same-size U-Net) without a 2x output; drop --sr")
@@ -48,30 +49,33 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     except (TypeError, ValueError) as exc:
         raise InputError(model, f"damaged or foreign checkpoint: {exc}") from None
     rf = receptive_field(ModelConfig(**ckpt["model_config"]), sr=ckpt["scale"] == 2)
-    engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf,
-                    normalizer=Normalizer.from_dict(ckpt["normalizer"]))
     selection = select(input, captures)
+    engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=Normalizer.from_dict(ckpt["normalizer"]),
+                    attempt=attempt, job_pixels=math.prod(selection.shape))
+    dtype = np.dtype(np.float32) if cfg.dtype == "float32" else selection.dtype
     attrs = {
         "source": str(selection.path), "captures": selection.captures, "method": ckpt["method"], "model": str(model),
         "model_sha256": ckpt["sha256"], "model_train_config": ckpt.get("train_config"),
-        "denoise_config": asdict(cfg), "attempt": attempt, "versions": versions(),
+        "denoise_config": asdict(cfg), "attempt": attempt, "tile_size": engine.tile, "overlap_pixels": engine.overlap,
+        "dtype": dtype.name, "versions": versions(),
     }
     outputs = [Path(output)] + ([Path(sr)] if sr is not None else [])
     if all(kind_of(p) == "zarr" for p in outputs) and kind_of(selection.path) == "zarr":
         with _atomic_all(outputs) as tmps:
-            dst = omezarr.create_image(tmps[0], selection.shape, np.float32, chunks=selection.source.chunks,
-                                       attrs=attrs)
+            dst = omezarr.create_image(tmps[0], selection.shape, dtype, chunks=selection.source.chunks, attrs=attrs)
             sr_dst = None
             if sr is not None:
                 sr_shape = (*selection.shape[:-2], 2 * selection.shape[-2], 2 * selection.shape[-1])
-                sr_dst = omezarr.create_image(tmps[1], sr_shape, np.float32,
-                                              attrs={**attrs, "kind": "2x super-resolution"})
-            stream_blocks(selection, lambda planes, window: engine.denoise_window(planes, window, sr is not None),
-                          dst, sr_dst, context=engine.overlap, block_size=cfg.block_size, align=MULTIPLE)
+                sr_dst = omezarr.create_image(tmps[1], sr_shape, dtype, attrs={**attrs, "kind": "2x super-resolution"})
+            stream_blocks(selection, lambda planes, window: engine.denoise_window(planes, window, sr is not None, dtype),
+                          dst, sr_dst, context=engine.overlap, block_size=cfg.block_size, align=MULTIPLE,
+                          prefetch=cfg.prefetch)
         if tiff:
             export_tiff(output, tiff)
         return
     denoised, sr_arr = engine.denoise_array(selection.read(), return_sr=sr is not None)
+    if dtype != np.float32:
+        denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
     write_image(output, denoised, attrs=attrs)
     if sr is not None:
         write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"})
