@@ -181,14 +181,16 @@ def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--reference", type=Path, required=True)
     _captures_option(p, "t indices of Zarr inputs to evaluate")
-    p.add_argument("--data-range", type=float, help="fixed data range (default: the reference dtype's max)")
+    p.add_argument("--data-range", type=float,
+                   help="fixed data range (default: the reference dtype's full scale, where the data can fill it)")
+    p.add_argument("--bits", type=int, help="bit depth of the data: fixed data range 2**bits - 1 (e.g. 12)")
     p.add_argument("--csv", type=Path, help="write per-image rows here")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="column added to every row (e.g. configuration=A); repeatable")
     p.add_argument("--method", action="append", default=[],
                    help="method name of each image in order (default: the file stem)")
     return lambda ns: {"reference": ns.reference, "images": ns.images, "csv": ns.csv, "data_range": ns.data_range,
-                       "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
+                       "bits": ns.bits,                        "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
                        "methods": ns.method}
 
 

@@ -19,6 +19,9 @@ from n2sr.metrics import evaluate_pair
 METRICS = ("psnr", "ssim", "psnr_per_image", "ssim_per_image")
 LABELS = ("configuration", "image", "method")
 IMAGE_COLUMNS = (*LABELS, *METRICS, "data_range", "data_range_per_image")
+# Where the fixed data range came from: "dtype" (the reference's full scale), "bits" or "data_range"
+# (given); written after IMAGE_COLUMNS when present (CSVs from before it lack it).
+RANGE_SOURCE = "data_range_source"
 NOISY = "noisy"  # method name of the unprocessed input: the baseline row of every table
 
 
@@ -27,6 +30,7 @@ def evaluate_images(
     images: Mapping[str, np.ndarray],
     *,
     fixed_data_range: float | None = None,
+    bits: int | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """PSNR/SSIM of every plane of every image against the reference, both conventions.
@@ -40,7 +44,10 @@ def evaluate_images(
         The label becomes the ``image`` column; planes of a stack are ``label[i]``, ``i``
         the flat index over the leading axes (``t`` captures for a pipeline Zarr).
     fixed_data_range : float, optional
-        Data range of the ``fixed`` convention; default: the reference dtype's full scale.
+        Data range of the ``fixed`` convention; default: the reference dtype's full scale,
+        where the data can fill it (`n2sr.metrics.fixed_range`).
+    bits : int, optional
+        Bit depth of the data instead of `fixed_data_range` (range ``2**bits - 1``).
     labels : mapping, optional
         Columns copied into every row, e.g. ``{"configuration": "A", "method": "n2sr"}``;
         use method ``"noisy"`` for the unprocessed input.
@@ -51,7 +58,7 @@ def evaluate_images(
         One row per plane: the labels, ``image``, and the keys of `metrics.evaluate_pair`.
     """
     labels = dict(labels or {})
-    clash = sorted(set(labels) & (set(IMAGE_COLUMNS) - {"configuration", "method"}))
+    clash = sorted(set(labels) & ({*IMAGE_COLUMNS, RANGE_SOURCE} - {"configuration", "method"}))
     if clash:
         raise ValueError(f"labels {clash} would overwrite computed columns; rename them")
     reference = np.asarray(reference)
@@ -69,7 +76,8 @@ def evaluate_images(
         for i, plane in enumerate(planes):
             ref = refs[0] if len(refs) == 1 else refs[i]
             label = name if image.ndim == 2 else f"{name}[{i}]"
-            rows.append({**labels, "image": label, **evaluate_pair(ref, plane, fixed_data_range=fixed_data_range)})
+            rows.append({**labels, "image": label, **evaluate_pair(ref, plane, fixed_data_range=fixed_data_range,
+                                                                      bits=bits)})
     return rows
 
 

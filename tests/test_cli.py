@@ -31,7 +31,11 @@ def test_tiff_round_trip(trained, capsys):
     assert den.shape == noisy.shape and den.dtype == np.float32 and np.isfinite(den).all()
     assert tifffile.imread(d / "sr.tif").shape == (140, 180)
     assert info["model"].endswith("m.pt") and info["model_train_config"]["iterations"] == 2
-    assert main(["evaluate", "--reference", str(d / "noisy.tif"), str(d / "den.tif"), "--csv", str(d / "e.csv")]) == 0
+    # photon counts (max ~70) in uint16 do not fill 16 bits: the fixed range must be given
+    assert main(["evaluate", "--reference", str(d / "noisy.tif"), str(d / "den.tif"), "--csv", str(d / "e.csv")]) == 1
+    assert "fits in 7 bits" in capsys.readouterr().err
+    assert main(["evaluate", "--reference", str(d / "noisy.tif"), str(d / "den.tif"), "--csv", str(d / "e.csv"),
+                 "--data-range", "100"]) == 0
     assert "PSNR" in capsys.readouterr().out
     assert (d / "e.csv").read_text().startswith("configuration,image,method,psnr,ssim")
 

@@ -110,3 +110,26 @@ def test_summarize_rejects_bad_csv(tmp_path):
     with pytest.raises(ValueError, match="no per-image CSVs"):
         summarize([], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_step_range_source_and_bits(tmp_path):
+    """12-bit data in uint16: refused without a range (one line naming the reference), scored with
+    --bits 12, and the CSV records where the range came from; summary and pivot still work."""
+    import tifffile
+
+    from n2sr.cli import main
+
+    rng = np.random.default_rng(1)
+    ref = rng.integers(100, 4000, (32, 32)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "ref.tif", ref)
+    tifffile.imwrite(tmp_path / "img.tif", (ref + rng.integers(0, 60, ref.shape)).astype(np.uint16))
+    args = ["evaluate", "--reference", str(tmp_path / "ref.tif"), str(tmp_path / "img.tif"),
+            "--label", "configuration=A", "--csv", str(tmp_path / "m.csv")]
+    assert main(args) == 1 and not (tmp_path / "m.csv").exists()
+    assert main([*args, "--bits", "12"]) == 0
+    frame = pd.read_csv(tmp_path / "m.csv")
+    assert list(frame.columns[7:10]) == ["data_range", "data_range_per_image", "data_range_source"]
+    assert frame.loc[0, "data_range"] == 4095 and frame.loc[0, "data_range_source"] == "bits"
+    summary = summarize([tmp_path / "m.csv"], tmp_path / "reports")
+    assert summary.loc[0, "n"] == 1
+    assert pd.read_csv(tmp_path / "reports/table_fixed.csv").loc[0, "convention"] == "fixed"

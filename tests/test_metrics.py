@@ -55,10 +55,40 @@ def test_ssim_is_skimage_default_window(pair):
 
 def test_fixed_range():
     assert metrics.fixed_range(np.uint8) == 255.0
+    assert metrics.fixed_range(np.uint8, maximum=3) == 255.0  # 8-bit data: the dtype is the camera's
     assert metrics.fixed_range(np.dtype("uint16")) == 65535.0
-    assert metrics.fixed_range(np.int16) == 65535.0
+    assert metrics.fixed_range(np.uint16, maximum=40000) == 65535.0
+    assert metrics.fixed_range(np.uint16, maximum=4096) == 65535.0  # 13 bits: could be 16-bit data
     with pytest.raises(ValueError, match="pass one explicitly"):
         metrics.fixed_range(np.float32)
+    with pytest.raises(ValueError, match="int16 is signed"):
+        metrics.fixed_range(np.int16)
+    with pytest.raises(ValueError, match="fits in 12 bits"):
+        metrics.fixed_range(np.uint16, maximum=4095)
+    assert metrics.bits_range(12) == 4095.0
+
+
+def test_scores_do_not_lie_about_the_range():
+    """int16 with negative values and 12-bit data in uint16 are refused a guessed range, and
+    scored with a given one; the row says where its range came from."""
+    rng = np.random.default_rng(0)
+    ref12 = rng.integers(100, 4000, (32, 32)).astype(np.uint16)
+    img12 = (ref12 + rng.normal(0, 50, ref12.shape)).astype(np.float32)
+    with pytest.raises(ValueError, match="fits in 12 bits"):
+        metrics.evaluate_pair(ref12, img12)
+    out = metrics.evaluate_pair(ref12, img12, bits=12)
+    assert out["data_range"] == 4095.0 and out["data_range_source"] == "bits"
+    assert out["psnr"] == pytest.approx(metrics.psnr(ref12, img12, 4095.0))
+    with pytest.raises(ValueError, match="do not fit in 11 bits"):
+        metrics.evaluate_pair(ref12, img12, bits=11)
+    with pytest.raises(ValueError, match="not both"):
+        metrics.evaluate_pair(ref12, img12, bits=12, fixed_data_range=4095)
+    signed = (ref12.astype(np.int16) - 2000)
+    with pytest.raises(ValueError, match="signed"):
+        metrics.evaluate_pair(signed, img12 - 2000)
+    out = metrics.evaluate_pair(signed, img12 - 2000, fixed_data_range=4095)
+    assert out["data_range_source"] == "data_range"
+    assert metrics.evaluate_pair(ref12.astype(np.uint8), ref12.astype(np.uint8))["data_range_source"] == "dtype"
 
 
 def test_conventions_differ_as_expected(pair):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,15 @@ def load(path: str | os.PathLike[str], *, require: tuple[str, ...] = REQUIRED) -
         raise InputError(path, "checkpoint not found")
     data = path.read_bytes()
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on an unusual pickle protocol: not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = " ".join(str(exc).split())
+        # The first sentence only: torch goes on with advice that does not apply here (load the
+        # file with weights_only=False, which would run its code; miniz's internals).
+        first = text.split(". ")[0].rstrip(".") if text else type(exc).__name__
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
             first = "it holds pickled code or objects other than tensors and plain containers; refused"
         raise InputError(path, f"not a readable n2sr checkpoint ({first})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -11,7 +11,7 @@ import pandas as pd
 from n2sr.errors import InputError
 from n2sr.io.atomic import atomic_path
 from n2sr.io.images import check_exists
-from n2sr.tables import IMAGE_COLUMNS, LABELS, METRICS
+from n2sr.tables import IMAGE_COLUMNS, LABELS, METRICS, RANGE_SOURCE
 
 
 def read_image_csvs(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -35,7 +35,8 @@ def read_image_csvs(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
 
 
 def write_image_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike[str]) -> Path:
-    """Write per-image rows atomically, standard columns first, extra label columns after.
+    """Write per-image rows atomically, standard columns first (then ``data_range_source``), extra
+    label columns after.
 
     ``configuration`` and ``method`` must be present (as `labels` of `evaluate_images`):
     without them `summarize` could not group the rows.
@@ -45,8 +46,9 @@ def write_image_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLik
     if missing:
         raise ValueError(f"{path}: rows lack columns {missing}; pass labels={{'configuration': ..., "
                          "'method': ...}} to evaluate_images")
-    extra = [c for c in frame.columns if c not in IMAGE_COLUMNS]
-    return write_csv(frame[[*IMAGE_COLUMNS, *extra]], path)
+    source = [RANGE_SOURCE] if RANGE_SOURCE in frame.columns else []
+    extra = [c for c in frame.columns if c not in (*IMAGE_COLUMNS, *source)]
+    return write_csv(frame[[*IMAGE_COLUMNS, *source, *extra]], path)
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:

@@ -8,9 +8,12 @@ where possible, how to fix it; the CLI prints that as one line and exits with co
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,6 +34,13 @@ PNG_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.u
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 # What a broken or truncated file raises inside tifffile / Pillow / zarr.
 READ_ERRORS = (tifffile.TiffFileError, ValueError, OSError, EOFError, KeyError, IndexError)
+# What a damaged Zarr chunk raises when decoded (blosc/zstd errors are RuntimeErrors).
+CHUNK_ERRORS = (RuntimeError, ValueError, OSError, EOFError, TypeError)
+# The largest plane (Y * X pixels) n2sr opens, unless the environment variable says otherwise. It
+# replaces Pillow's "decompression bomb" limit (89 Mpixels), too small for stitched microscopy
+# planes, with one limit for every format, checked from the header before any pixel is decoded.
+MAX_PIXELS_ENV = "N2SR_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 2**30  # a 32768 x 32768 plane: 2 GiB as uint16, 4 GiB as float32
 
 
 @contextlib.contextmanager
@@ -59,13 +69,123 @@ def kind_of(path: str | os.PathLike[str]) -> str:
 
 
 def check_exists(path: str | os.PathLike[str]) -> Path:
-    """Fail early, naming the file, when an input is missing or empty."""
+    """Fail early, naming the file, when an input is missing, a broken or looping link, or empty."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file or directory")
-    if path.is_file() and path.stat().st_size == 0:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(path, "symbolic link loop (the link leads back to itself); point it at the real "
+                                   "file") from None
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise InputError(path, f"broken symbolic link (to {os.readlink(path)!r}, which does not exist)") from None
+        if exc.errno == errno.ENOENT:
+            raise InputError(path, "no such file or directory") from None
+        raise InputError(path, f"cannot open ({exc.strerror})") from None
+    if path.is_file() and st.st_size == 0:
         raise InputError(path, "file is empty (0 bytes); re-copy it from the source")
     return path
+
+
+def max_pixels() -> int:
+    """The plane size limit: `N2SR_MAX_PIXELS` from the environment, else `DEFAULT_MAX_PIXELS`."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"environment variable {MAX_PIXELS_ENV}={text!r}: expected a whole number of pixels > 0")
+    return value
+
+
+def check_plane_size(path: str | os.PathLike[str], height: int, width: int) -> None:
+    """Refuse a plane over the pixel limit before it is decoded (a damaged header, or a decompression bomb)."""
+    limit = max_pixels()
+    if int(height) * int(width) > limit:
+        raise InputError(path, f"plane of {height}x{width} = {int(height) * int(width)} pixels is over the limit of "
+                               f"{limit} pixels; if the file is genuine, raise the limit with the environment "
+                               f"variable {MAX_PIXELS_ENV}")
+
+
+def open_png(path: str | os.PathLike[str]) -> Image.Image:
+    """Open a PNG (header only) under n2sr's pixel limit instead of Pillow's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as exc:  # only if another thread restored Pillow's limit
+            raise InputError(path, f"{exc}; raise the limit with {MAX_PIXELS_ENV}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    try:
+        check_plane_size(path, img.height, img.width)
+    except InputError:
+        img.close()
+        raise
+    return img
+
+
+def first_series(path: str | os.PathLike[str], tif: tifffile.TiffFile) -> Any:
+    """The TIFF's first series (the one n2sr reads), checked: planes within the pixel limit, and
+    no pages of another plane shape that it would leave out without a word."""
+    series = tif.series[0]
+    axes = tiff_plane_axes(path, series.axes, series.shape)
+    sizes = dict(zip(axes, series.shape))
+    if not tif.is_ome:  # an OME-TIFF declares its images; elsewhere a second series is stray pages
+        for other in tif.series[1:]:
+            other_axes = other.axes.replace("S", "")
+            other_sizes = dict(zip(other.axes, other.shape))
+            if "Y" in other_axes and "X" in other_axes and (other_sizes["Y"], other_sizes["X"]) != (sizes["Y"],
+                                                                                               sizes["X"]):
+                page = other.pages[0].index if other.pages and other.pages[0] is not None else "?"
+                raise InputError(path, f"pages differ in shape: page 0 is {sizes['Y']}x{sizes['X']} but page {page} "
+                                       f"is {other_sizes['Y']}x{other_sizes['X']}; a stack needs planes of one "
+                                       "shape: save the odd pages as their own file")
+    check_plane_size(path, sizes["Y"], sizes["X"])
+    return series
+
+
+def read_zarr(path: str | os.PathLike[str], arr: Any, key: Any) -> np.ndarray:
+    """``arr[key]`` of a Zarr array opened from `path`; a chunk that cannot be decoded is an
+    `InputError` naming the chunk."""
+    try:
+        return np.asarray(arr[key])
+    except CHUNK_ERRORS as exc:
+        chunk = _damaged_chunk(arr, key)
+        where = f"chunk {chunk}" if chunk else "a chunk"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, f"{where} is damaged ({detail}); re-run the step that wrote it, or re-copy "
+                               "the Zarr") from None
+
+
+def _damaged_chunk(arr: Any, key: Any) -> str | None:
+    """The key (``0/c/1/0/0/0/0``) of the first chunk within `key` that fails to decode."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        key = (*key[:i], *(slice(None),) * (arr.ndim - len(key) + 1), *key[i + 1:])
+    key = (*key, *(slice(None),) * (arr.ndim - len(key)))
+    ranges = []
+    for k, n, c in zip(key, arr.shape, arr.chunks):
+        if isinstance(k, slice):
+            lo, hi, _ = k.indices(n)
+        else:
+            lo = int(k) % n if n else 0
+            hi = lo + 1
+        ranges.append(range(lo // c, max(hi - 1, lo) // c + 1))
+    for coords in itertools.product(*ranges):
+        region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, arr.chunks, arr.shape))
+        try:
+            np.asarray(arr[region])
+        except CHUNK_ERRORS:
+            encode = getattr(arr.metadata, "encode_chunk_key", None)
+            name = encode(coords) if encode else "/".join(map(str, coords))
+            return f"{arr.path}/{name}" if arr.path else name
+    return None
 
 
 def check_finite(path: str | os.PathLike[str], arr: np.ndarray) -> None:
@@ -105,11 +225,11 @@ def image_info(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype]
     kind = kind_of(path)
     with reading(path, kind):
         if kind == "png":
-            with Image.open(path) as img:
+            with open_png(path) as img:
                 return (img.height, img.width), np.dtype(_png_dtype(path, img))
         if kind == "tiff":
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
+                series = first_series(path, tif)
                 axes = tiff_plane_axes(path, series.axes, series.shape)
                 sizes = dict(zip(axes, series.shape))
                 lead = [n for a, n in zip(axes, series.shape) if a not in "YXS"]
@@ -133,7 +253,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         elif kind == "png":
             arr = read_png(path)
         else:
-            arr = np.asarray(open_zarr_array(path)[...])
+            arr = read_zarr(path, open_zarr_array(path), ...)
     if arr.ndim < 2:
         raise InputError(path, f"has {arr.ndim} dimension(s); expected an image with at least Y and X")
     check_finite(path, arr)
@@ -142,7 +262,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 def _read_tiff(path: Path) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
+        series = first_series(path, tif)
         axes = tiff_plane_axes(path, series.axes, series.shape)
         arr = series.asarray()
     if "S" in axes:
@@ -153,7 +273,7 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 def read_png(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one grayscale PNG plane as ``ndarray (Y, X)`` uint8 (mode L) or uint16 (mode I;16)."""
-    with Image.open(path) as img:
+    with open_png(path) as img:
         return np.asarray(img, dtype=_png_dtype(path, img))
 
 
@@ -222,7 +342,7 @@ def export_tiff(zarr_path: str | os.PathLike[str], tiff_path: str | os.PathLike[
     arr = omezarr.open_image(zarr_path)
     t, c, z, y, x = arr.shape
     attrs = omezarr.read_attrs(zarr_path)
-    planes = (np.asarray(arr[i, k, j], dtype=np.float32) for i in range(t) for j in range(z) for k in range(c))
+    planes = (read_zarr(zarr_path, arr, (i, k, j)).astype(np.float32) for i in range(t) for j in range(z) for k in range(c))
     with atomic_path(tiff_path) as tmp:
         with tifffile.TiffWriter(tmp, imagej=True) as tw:
             tw.write(planes, shape=(t, z, c, y, x), dtype=np.float32,

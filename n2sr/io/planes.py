@@ -41,7 +41,9 @@ class Selection:
         first, *rest = key if isinstance(key, tuple) else (key,)
         if not isinstance(first, (int, np.integer)):
             raise TypeError("index a Selection with an integer capture first")
-        plane = np.asarray(self.source[(self.captures[first], *rest)])
+        index = (self.captures[first], *rest)
+        plane = (images.read_zarr(self.path, self.source, index) if not isinstance(self.source, np.ndarray)
+                 else np.asarray(self.source[index]))
         images.check_finite(self.path, plane)
         return plane
 

@@ -17,6 +17,8 @@ split : ``train`` (training only), ``test`` (denoised and scored) or ``both``
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +47,16 @@ def read_sheet(path: str | os.PathLike[str]) -> list[Row]:
     """
     if not Path(path).is_file():
         raise SampleError(f"sample sheet {path}: file not found; set 'samples' in the config to an existing TSV")
-    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SampleError(f"sample sheet {path} line {line}: byte 0x{data[exc.start]:02x} at column {column} is not "
+                          "UTF-8 text; save the sheet as UTF-8 (e.g. 'Unicode (UTF-8)' in a spreadsheet's "
+                          "'Save as' dialog)") from None
+    sheet = pd.read_csv(io.BytesIO(data), sep="\t", dtype=str, keep_default_na=False, encoding="utf-8")
     return [(f"{path} line {i + 2}", {k: v for k, v in record.items() if v != ""})
             for i, record in enumerate(sheet.to_dict("records"))]
 
@@ -132,9 +143,15 @@ def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
         seen[key] = label
         for column in ("raw", "reference"):
             path = record[column]
-            if path and not _inside(path, produced) and not os.path.exists(path):
-                raise SampleError(f"{label}: {column} {path!r} does not exist (paths are relative to the working "
-                                  f"directory {os.getcwd()})")
+            if not path:
+                continue
+            if "{" in path or "}" in path:
+                raise SampleError(f"{label}: {column} {path!r} contains '{{' or '}}', which Snakemake would read as a "
+                                  "wildcard and replace; rename the file or folder")
+            if not _inside(path, produced):
+                _check_path(label, column, path)
+            if path.startswith("-"):  # never read as an option by the commands the rules run
+                record[column] = os.path.join(".", path)
         records.append(record)
     table = pd.DataFrame.from_records(records, columns=list(COLUMNS))
     for configuration, part in table.groupby("configuration", sort=False):
@@ -157,6 +174,23 @@ def sample_table(config: Mapping[str, Any], schema: Mapping[str, Any]) -> pd.Dat
                           f"got samples={sheet!r}, archive={'set' if archive else None}")
     rows = read_sheet(sheet) if sheet is not None else discover(archive)
     return check_rows(rows, schema, produced=[synthetic["root"]] if synthetic else [])
+
+
+def _check_path(label: str, column: str, path: str) -> None:
+    """The sample's file exists: a symbolic link loop or a broken link is said as such."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            problem = "is a symbolic link loop (the link leads back to itself)"
+        elif exc.errno == errno.ENOENT and os.path.islink(path):
+            problem = f"is a broken symbolic link (to {os.readlink(path)!r}, which does not exist)"
+        elif exc.errno == errno.ENOENT:
+            problem = "does not exist"
+        else:
+            problem = f"cannot be opened ({exc.strerror})"
+        raise SampleError(f"{label}: {column} {path!r} {problem} (paths are relative to the working "
+                          f"directory {os.getcwd()})") from None
 
 
 def _inside(path: str, folders: Sequence[str]) -> bool:

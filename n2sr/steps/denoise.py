@@ -46,12 +46,15 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         raise InputError(model, f"is a {ckpt['method']} model (same-size U-Net) without a 2x output; drop --sr")
     try:
         net = from_state(ckpt["model_config"], ckpt["scale"], ckpt["model"])
-    except (TypeError, ValueError) as exc:
+        rf = receptive_field(ModelConfig(**ckpt["model_config"]), sr=ckpt["scale"] == 2)
+        normalizer = Normalizer.from_dict(ckpt["normalizer"])
+    except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(model, f"damaged or foreign checkpoint: {exc}") from None
-    rf = receptive_field(ModelConfig(**ckpt["model_config"]), sr=ckpt["scale"] == 2)
+    except KeyError as exc:  # a recorded setting lacks a key
+        raise InputError(model, f"damaged or foreign checkpoint: no key {exc} in its recorded settings") from None
     selection = select(input, captures)
-    engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=Normalizer.from_dict(ckpt["normalizer"]),
-                    attempt=attempt, job_pixels=math.prod(selection.shape))
+    engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
+                    job_pixels=math.prod(selection.shape))
     dtype = np.dtype(np.float32) if cfg.dtype == "float32" else selection.dtype
     attrs = {
         "source": str(selection.path), "captures": selection.captures, "method": ckpt["method"], "model": str(model),

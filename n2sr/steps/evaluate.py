@@ -14,9 +14,16 @@ from n2sr.tables import evaluate_images
 
 def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], *,
              csv: str | os.PathLike[str] | None = None, data_range: float | None = None,
-             captures: Sequence[int] | None = None, labels: dict[str, str] | None = None,
+             bits: int | None = None, captures: Sequence[int] | None = None, labels: dict[str, str] | None = None,
              methods: Sequence[str] = ()) -> list[dict]:
-    """One row per plane; `methods` names each image's method (default: its file stem)."""
+    """One row per plane; `methods` names each image's method (default: its file stem).
+
+    The fixed-range scores use `data_range`, else `bits` (range ``2**bits - 1``), else the
+    reference dtype's full scale where the data can fill it (`n2sr.metrics.fixed_range`); the
+    CSV's ``data_range_source`` column says which.
+    """
+    if data_range is not None and bits is not None:
+        raise ValueError("give --data-range or --bits, not both (evaluate.data_range or evaluate.bits in the config)")
     if methods and len(methods) != len(images):
         raise ValueError(f"{len(methods)} --method value(s) for {len(images)} image(s); give one per image or none")
     ref = load_planes(reference)
@@ -35,12 +42,13 @@ def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLi
         ids = selection.captures if captures is not None else capture_ids(path, stack.shape[0])
         planes = {f"{path.name}[{t}]": plane for t, plane in zip(ids, stack)}
         try:
-            rows += evaluate_images(ref[0], planes, fixed_data_range=data_range,
+            rows += evaluate_images(ref[0], planes, fixed_data_range=data_range, bits=bits,
                                     labels={"configuration": "", **(labels or {}), "method": method})
         except InputError:
             raise
         except ValueError as exc:  # e.g. a constant reference, or a float one without a data range
-            hint = ("; in the pipeline, set evaluate.data_range" if "no fixed data range" in str(exc) else "")
+            hint = ("; in the pipeline, set evaluate.data_range" if "no fixed data range" in str(exc) else
+                    "; in the pipeline, set evaluate.bits or evaluate.data_range" if "explicitly" in str(exc) else "")
             raise InputError(reference, f"{exc} (scoring {path}){hint}") from exc
     if csv is not None:
         write_image_csv(rows, csv)

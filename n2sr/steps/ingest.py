@@ -26,6 +26,7 @@ from n2sr.io.images import (
     TIFF_SUFFIXES,
     check_exists,
     check_finite,
+    first_series,
     image_info,
     kind_of,
     read_image,
@@ -88,7 +89,7 @@ def _ingest_tiff(path: Path, tmp: Path) -> None:
         tif = tifffile.TiffFile(path)
     with tif:
         with reading(path, "tiff"):
-            series = tif.series[0]
+            series = first_series(path, tif)
             axes = tiff_plane_axes(path, series.axes, series.shape)
             src = zarr.open(store=series.aszarr(level=0), mode="r")
         _check_dtype(path, series.dtype)

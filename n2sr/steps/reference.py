@@ -20,7 +20,7 @@ import numpy as np
 from n2sr.errors import InputError
 from n2sr.io import omezarr
 from n2sr.io.atomic import atomic_path
-from n2sr.io.images import check_exists, kind_of
+from n2sr.io.images import check_exists, kind_of, read_zarr
 from n2sr.steps.ingest import ingest
 
 
@@ -64,6 +64,6 @@ def average(in_zarr: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -
         for c, z in np.ndindex(n_c, n_z):
             total = np.zeros((ny, nx), dtype=np.int64 if is_int else np.float64)
             for t in range(n_t):
-                total += src[t, c, z]
+                total += read_zarr(in_zarr, src, (t, c, z))
             out[0, c, z] = round_half_up(total, n_t, src.dtype) if is_int else (total / n_t).astype(np.float32)
     return out_path

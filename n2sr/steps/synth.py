@@ -25,7 +25,9 @@ import pandas as pd
 import tifffile
 import yaml
 
+from n2sr.errors import InputError
 from n2sr.io.atomic import atomic_path
+from n2sr.io.images import check_exists
 from n2sr.noise import poisson_gaussian, quantize
 from n2sr.synthetic import DEMO_CONFIGURATIONS, FULL_SCALE, clean_image, noise_model
 
@@ -34,13 +36,33 @@ _CONFIG_KEYS = {"photons", "read_sigma"}
 
 def synth(out_dir: str | os.PathLike[str], *, seed: int = 0, spec: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Generate the demo archive; `spec` is a YAML file of `make_archive` keywords."""
-    kwargs = {}
-    if spec is not None:
-        with open(spec, encoding="utf-8") as f:
-            kwargs = yaml.safe_load(f) or {}
-        if "shape" in kwargs:
-            kwargs["shape"] = tuple(kwargs["shape"])
+    kwargs = {} if spec is None else _read_spec(spec)
     return make_archive(out_dir, seed=seed, **kwargs)
+
+
+_SPEC_KEYS = ("configurations", "fovs", "captures", "shape", "dtype")  # make_archive's keywords a spec may set
+
+
+def _read_spec(spec: str | os.PathLike[str]) -> dict:
+    """The keywords of a spec file, checked: a YAML mapping of `_SPEC_KEYS` only."""
+    try:
+        with open(check_exists(spec), encoding="utf-8") as f:
+            kwargs = yaml.safe_load(f) or {}
+    except UnicodeDecodeError as exc:
+        raise InputError(spec, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(spec, f"not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(kwargs, dict):
+        raise InputError(spec, f"expected a mapping of {', '.join(_SPEC_KEYS)}; got {type(kwargs).__name__}")
+    unknown = [str(k) for k in kwargs if k not in _SPEC_KEYS]
+    if unknown:
+        raise InputError(spec, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                               f"a spec may set {', '.join(_SPEC_KEYS)} (the seed comes from synthetic.seed)")
+    if "shape" in kwargs:
+        if not isinstance(kwargs["shape"], list):
+            raise InputError(spec, f"shape must be a list [Y, X]; got {kwargs['shape']!r}")
+        kwargs["shape"] = tuple(kwargs["shape"])
+    return kwargs
 
 
 def _quantize(image: np.ndarray, dtype: str) -> np.ndarray:

@@ -10,4 +10,4 @@ rule ingest:
     params:
         source=raw_path,
     shell:
-        "n2sr ingest {params.source:q} {output:q} > {log:q} 2>&1"
+        "n2sr ingest -- {params.source:q} {output:q} > {log:q} 2>&1"

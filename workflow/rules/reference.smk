@@ -10,4 +10,4 @@ rule reference:
     params:
         source=reference_source,
     shell:
-        "n2sr reference {params.source:q} {output:q} > {log:q} 2>&1"
+        "n2sr reference -- {params.source:q} {output:q} > {log:q} 2>&1"
