@@ -142,7 +142,7 @@ class DenoiseConfig:
     block_size : side of the region read, computed and written at once when streaming a Zarr
         stack, rounded to whole chunks; with `prefetch` it sets peak memory.
     batch_pixels : input pixels per forward pass (tiles of several planes go together);
-        None: 4 Mpx on the CPU, on CUDA what fits in half the free device memory.
+        None: 1 Mpx on the CPU, on CUDA what fits in half the free device memory.
     prefetch : blocks read ahead (and written behind) while one is computed.
     dtype : "float32", or "input": the input's dtype, integers rounded half up and clipped to
         its range (a uint16 archive then stays uint16 instead of quadrupling in size).

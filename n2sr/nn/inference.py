@@ -57,7 +57,7 @@ Window = tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]
 """``(origin (wy0, wx0), region (y0, x0, y1, x1), plane shape (Y, X))``, as in `n2sr.io.blocks`."""
 
 CPU_TILE = 1024  # tile side on the CPU: larger tiles gain nothing there (benchmarks/results/speed.md)
-CPU_BATCH_PIXELS = 4 << 20  # input pixels per forward pass on the CPU
+CPU_BATCH_PIXELS = 1 << 20  # input pixels per forward pass on the CPU: about 1.2 GB of bf16 activations
 COMPILE_MIN_PIXELS = 8 << 30  # "auto" compiles on CUDA from this job size (see `Engine.should_compile`)
 _ACTIVATION_BYTES_PER_PIXEL = 12_000  # generous bound on the default network's peak bytes per input pixel
 
