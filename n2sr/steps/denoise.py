@@ -19,6 +19,7 @@ from n2sr.errors import InputError
 from n2sr.io import checkpoints, omezarr
 from n2sr.io.atomic import atomic_path
 from n2sr.io.blocks import stream_blocks
+from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
@@ -38,6 +39,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     export of the output. `attempt` is the job's try number: a retry uses a smaller tile
     (`DenoiseConfig.tile_for_attempt`), so it needs less memory.
     """
+    check_outputs([model, input], [output, sr, tiff])  # before anything is read or written
     set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
     cfg = replace(cfg, tile_size=cfg.tile_for_attempt(attempt))
     ckpt = checkpoints.load(model)
