@@ -101,6 +101,10 @@ def test_generated_archive_reruns_keep_user_files_and_make_clean_removes_only_ge
         assert sorted(p.relative_to(archive).as_posix() for p in archive.rglob("*") if p.is_file()) == sorted(
             generated + ["notes.txt", "demo/raw/1/notes.txt"])
     assert (work / "results/ingest/demo/1.zarr").is_dir()
+    # what training and a killed job leave that Snakemake does not list: resume state, a temporary
+    (work / "results/models/demo").mkdir(parents=True)
+    (work / "results/models/demo/model.pt.state").write_bytes(b"state")
+    (work / "results/ingest/demo/.2.zarr.tmp-host-1-abcd").mkdir()
 
     clean = subprocess.run(
         ["make", "-f", str(REPO / "Makefile"), "clean",
