@@ -216,7 +216,7 @@ def assert_same_outputs(a: Path, b: Path) -> list[str]:
             x, y = (f.drop(columns=[c for c in TIMING_COLUMNS if c in f.columns]) for f in (x, y))
             pd.testing.assert_frame_equal(x, y, check_exact=True, obj=rel)
         elif rel.endswith(".pt"):
-            m, n = checkpoint.load(p), checkpoint.load(q)
+            m, n = checkpoints.load(p), checkpoints.load(q)
             assert m["model"].keys() == n["model"].keys()
             for k in m["model"]:
                 assert torch.equal(m["model"][k], n["model"][k]), f"{rel}: weight {k} differs"
