@@ -7,6 +7,8 @@ VENV := .venv
 TORCH ?= torch==2.13.0
 CORES ?= 2
 STAMP := $(VENV)/.installed
+SNAKEMAKE ?= $(VENV)/bin/snakemake
+N2SR_PYTHON ?= $(VENV)/bin/python
 
 .PHONY: run test lint bench clean
 
@@ -30,5 +32,14 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/speed.py
 	$(VENV)/bin/python benchmarks/quality_fmd.py
 
+# Removes only what the workflow generated: the outputs of `make run` (Snakemake's own list), the
+# partial reports, training resume states and killed jobs' temporaries under results/, logs and
+# Snakemake's state, and in generated folders (the demo archive under resources/) the files listed
+# in their record (.n2sr-files). Everything else stays, also a user's files inside those folders.
 clean:
-	rm -rf results resources logs .snakemake
+	$(SNAKEMAKE) --delete-all-output --quiet
+	$(N2SR_PYTHON) -m n2sr.io.generated remove .
+	rm -rf results/reports/partial logs .snakemake
+	if [ -d results ]; then \
+	  find results \( -name '*.pt.state' -o -name '.*.tmp-*' -o -name '.*.old-*' \) -prune -exec rm -rf {} + ; \
+	  find results -depth -type d -empty -delete; fi

@@ -206,7 +206,7 @@ def test_denoise_killed_while_writing_leaves_no_accepted_output(baseline, tmp_pa
     proc = start_snakemake(work, *ARGS, log=tmp_path / "torn.log")
     try:
         tmp = wait_for(writing, timeout=300, what="the denoised Zarr to be half-written", proc=proc, interval=0.005)
-        pid = int(tmp.name.rsplit("-", 1)[1])
+        pid = int(tmp.name.rsplit("-", 2)[1])  # .<name>.tmp-<host>-<pid>-<random>
         os.kill(pid, signal.SIGKILL)
     finally:
         kill_group(proc)

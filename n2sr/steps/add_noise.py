@@ -31,10 +31,12 @@ import tifffile
 
 from n2sr.errors import InputError
 from n2sr.io.atomic import atomic_path
+from n2sr.io.generated import check_folder, generated_folder
 from n2sr.io.images import read_image, sha256_file
 from n2sr.noise import FULL_SCALE, paper_noise_model, poisson_gaussian, quantize
 
 NOISE_KEYS = ("lam", "sigma")
+WHAT = "a generated noise model"
 DTYPES = ("float32", "uint8")
 
 
@@ -83,10 +85,11 @@ def add_noise(
     Parameters
     ----------
     root : path
-        Output directory; noise model ``<noise>`` goes to ``root/<noise>/``, built as a
-        temporary sibling and renamed into place (an interrupted run leaves nothing that looks
-        finished). An existing model folder (with ``manifest.csv``) is replaced; any other
-        non-empty folder of that name is refused. Folders of other noise models are left alone.
+        Output directory; noise model ``<noise>`` goes to ``root/<noise>/`` (`n2sr.io.generated`):
+        each file is written atomically and the model's ``manifest.csv`` last, so an
+        interrupted run leaves no manifest (incomplete). A rerun replaces only the files its
+        own earlier run recorded; a non-empty folder this step did not write is refused before
+        anything is written. Folders of other noise models, and other files, are left alone.
     references : mapping name -> path
         Clean single-plane images on the 0-255 scale (FMD's avg50 PNGs); the name becomes
         the field-of-view folder, so it must be a plain folder name.
@@ -107,31 +110,29 @@ def add_noise(
     """
     _check(references, noise, captures, dtype)
     root = Path(root)
-    for noise_name in noise:
-        folder = root / noise_name
-        if folder.exists() and any(folder.iterdir()) and not (folder / "manifest.csv").is_file():
-            raise ValueError(f"{folder}: exists and is not a generated noise model (no manifest.csv); "
-                             "refusing to replace it")
-    cleans = {name: _read_reference(Path(path)) for name, path in references.items()}
     width = max(2, len(str(captures - 1)))
+    files = [Path("raw", name, f"capture_{k:0{width}d}.tif").as_posix() for name in references for k in range(captures)]
+    for noise_name in noise:  # every folder checked before anything is written
+        check_folder(root / noise_name, files, owner="add-noise", what=WHAT)
+    cleans = {name: _read_reference(Path(path)) for name, path in references.items()}
     manifests = []
     for noise_name, params in noise.items():
         lam, sigma = params.get("lam"), float(params.get("sigma", 0.0))
         model = paper_noise_model(lam, sigma)
         rows = []
-        with atomic_path(root / noise_name) as tmp:
+        with generated_folder(root / noise_name, files, owner="add-noise", what=WHAT) as folder:
             for name, (clean, source, sha) in cleans.items():
                 rng = np.random.default_rng([seed, _key(noise_name), _key(name)])
                 for k in range(captures):
                     rel = Path("raw", name, f"capture_{k:0{width}d}.tif")
-                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                    tifffile.imwrite(tmp / rel, noisy_copy(clean, lam=lam, sigma=sigma, rng=rng, dtype=dtype),
-                                     photometric="minisblack")
+                    with atomic_path(folder.path(rel)) as tmp:
+                        tifffile.imwrite(tmp, noisy_copy(clean, lam=lam, sigma=sigma, rng=rng, dtype=dtype),
+                                         photometric="minisblack")
                     rows.append({"path": rel.as_posix(), "configuration": noise_name, "fov": name, "capture": k,
                                  "source": source, "source_sha256": sha, "lam": np.nan if lam is None else lam,
                                  "sigma": sigma, "a": model.a, "b": model.b, "dtype": dtype, "seed": seed})
-            manifests.append(pd.DataFrame(rows))
-            manifests[-1].to_csv(tmp / "manifest.csv", index=False)
+            folder.manifest = pd.DataFrame(rows)
+            manifests.append(folder.manifest)
     return pd.concat(manifests, ignore_index=True)
 
 

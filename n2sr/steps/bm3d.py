@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from n2sr.bm3d import bm3d_denoise
+from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
@@ -20,6 +21,7 @@ from n2sr.io.provenance import versions
 
 def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
          captures: Sequence[int] | None = None, tiff: str | os.PathLike[str] | None = None) -> None:
+    check_outputs([input], [output, tiff])
     selection = select(input, captures)
     stack = selection.read()
     denoised = np.empty(stack.shape, np.float32)

@@ -20,6 +20,7 @@ from n2sr.errors import InputError
 from n2sr.io import checkpoints, omezarr
 from n2sr.io.atomic import atomic_path
 from n2sr.io.blocks import stream_blocks
+from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
@@ -40,6 +41,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     per extra attempt (`n2sr.nn.inference.Engine`), so it needs less memory. With
     ``cfg.dtype == "input"`` the outputs keep the input's dtype (rounded half up and clipped).
     """
+    check_outputs([model, input], [output, sr, tiff])  # before anything is read or written
     set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
     ckpt = checkpoints.load(model)
     if sr is not None and ckpt["scale"] != 2:

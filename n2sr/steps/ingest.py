@@ -21,6 +21,7 @@ import zarr
 from n2sr.errors import InputError
 from n2sr.io import omezarr
 from n2sr.io.atomic import atomic_path
+from n2sr.io.guard import check_outputs
 from n2sr.io.images import (
     PNG_SUFFIXES,
     TIFF_SUFFIXES,
@@ -64,6 +65,7 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> 
     """
     source = check_exists(source)
     out = Path(out_zarr)
+    check_outputs([source], [out])
     if out.suffix.lower() != ".zarr":
         raise ValueError(f"{out}: ingest writes OME-Zarr; name the output *.zarr")
     is_series = source.is_dir() and not (source / "zarr.json").is_file()

@@ -20,6 +20,7 @@ import numpy as np
 from n2sr.errors import InputError
 from n2sr.io import omezarr
 from n2sr.io.atomic import atomic_path
+from n2sr.io.guard import check_outputs
 from n2sr.io.images import check_exists, kind_of, read_zarr
 from n2sr.steps.ingest import ingest
 
@@ -44,7 +45,8 @@ def average(in_zarr: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -
     than memory work. Integers accumulate exactly in int64, floats in float64; the result
     matches ``floor(mean + 0.5)`` over the whole stack.
     """
-    src = omezarr.open_image(check_exists(in_zarr))
+    check_outputs([check_exists(in_zarr)], [out_zarr])
+    src = omezarr.open_image(in_zarr)
     if src.ndim != 5 or src.shape[0] == 0:
         raise InputError(in_zarr, f"array shape {src.shape}; expected an OME-Zarr (t, c, z, y, x) with t >= 1")
     n_t, n_c, n_z, ny, nx = src.shape

@@ -27,6 +27,7 @@ import yaml
 
 from n2sr.errors import InputError
 from n2sr.io.atomic import atomic_path
+from n2sr.io.generated import generated_folder
 from n2sr.io.images import check_exists
 from n2sr.noise import poisson_gaussian, quantize
 from n2sr.synthetic import DEMO_CONFIGURATIONS, FULL_SCALE, clean_image, noise_model
@@ -80,14 +81,15 @@ def make_archive(
     dtype: str = "uint8",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Write a synthetic archive under `root` (replaced atomically) and return its manifest.
+    """Write a synthetic archive under `root` and return its manifest.
 
     Parameters
     ----------
     root : path
-        Output directory; built as a temporary sibling and renamed into place, so an
-        interrupted run never leaves a half archive. An existing archive (one with a
-        ``manifest.csv``) is replaced; any other non-empty directory is refused.
+        Output directory (`n2sr.io.generated`): every file is written atomically and
+        ``manifest.csv`` last, so an interrupted run leaves no manifest (the archive is
+        incomplete). A rerun replaces only the files its own earlier run recorded; a
+        non-empty folder this step did not write is refused, and nothing in it is touched.
     configurations : mapping name -> {"photons": float, "read_sigma": float}
         Noise parameters of each configuration (see `n2sr.synthetic.noise_model`).
     fovs, captures : int >= 1
@@ -108,37 +110,36 @@ def make_archive(
     """
     _check_spec(configurations, fovs, captures, shape, dtype)
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not (root / "manifest.csv").is_file():
-        raise ValueError(f"{root}: exists and is not a synthetic archive (no manifest.csv); refusing to replace it")
     shape = (int(shape[0]), int(shape[1]))
     width = max(2, len(str(captures - 1)))
     cleans = [clean_image(shape, np.random.default_rng([seed, 0, fov])) for fov in range(1, fovs + 1)]
     rows = []
-    with atomic_path(root) as tmp:
+    files = [Path(name, kind, str(fov), leaf).as_posix() for name in configurations for fov in range(1, fovs + 1)
+             for kind, leaf in [("gt", "clean.tif"), *(("raw", f"capture_{k:0{width}d}.tif") for k in range(captures))]]
+    with generated_folder(root, files, owner="synth", what="a synthetic archive") as folder:
         for name, params in configurations.items():
             key = zlib.crc32(name.encode("utf-8"))  # stable across runs, unlike hash()
             for fov, clean in enumerate(cleans, start=1):
                 base = {"configuration": name, "fov": fov, "height": shape[0], "width": shape[1], "dtype": dtype,
                         "photons": float(params["photons"]), "read_sigma": float(params["read_sigma"]), "seed": seed}
                 rel = Path(name, "gt", str(fov), "clean.tif")
-                _write_plane(tmp / rel, _quantize(clean, dtype))
+                _write_plane(folder.path(rel), _quantize(clean, dtype))
                 rows.append({"path": rel.as_posix(), "kind": "gt", "capture": -1, **base})
                 rng = np.random.default_rng([seed, 1, key, fov])
                 for k in range(captures):
                     noisy = poisson_gaussian(clean, noise_model(params["photons"], params["read_sigma"]), rng)
                     rel = Path(name, "raw", str(fov), f"capture_{k:0{width}d}.tif")
-                    _write_plane(tmp / rel, _quantize(noisy, dtype))
+                    _write_plane(folder.path(rel), _quantize(noisy, dtype))
                     rows.append({"path": rel.as_posix(), "kind": "raw", "capture": k, **base})
         columns = ["path", "configuration", "fov", "kind", "capture", "height", "width", "dtype",
                    "photons", "read_sigma", "seed"]
-        manifest = pd.DataFrame(rows, columns=columns)
-        manifest.to_csv(tmp / "manifest.csv", index=False)
+        folder.manifest = manifest = pd.DataFrame(rows, columns=columns)
     return manifest
 
 
 def _write_plane(path: Path, plane: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, plane, photometric="minisblack")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, plane, photometric="minisblack")
 
 
 def _check_spec(configurations: Mapping[str, Mapping[str, float]], fovs: int, captures: int,

@@ -22,6 +22,7 @@ from n2sr.config import TrainConfig
 from n2sr.errors import InputError
 from n2sr.io import checkpoints
 from n2sr.io.atomic import atomic_path
+from n2sr.io.guard import check_outputs
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
 from n2sr.nn.device import set_threads
@@ -41,6 +42,7 @@ def train(images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
     ``n2n`` trains on pairs of independent captures of one field of view: consecutive
     selected captures of each image, ``(c0, c1), (c1, c2), ...``.
     """
+    check_outputs(images, [out, state_path(Path(out)), curve, plot])
     paired = objective(method, settings).captures == 2
     planes, sources = [], []
     for path in images:

@@ -10,6 +10,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from n2sr.io.atomic import atomic_path
 from n2sr.io.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
 
 
@@ -35,6 +36,38 @@ def validate_config() -> None:
 
 
 validate_config()
+
+
+# Config keys naming folders the workflow writes into (results/ and logs/ are fixed).
+WRITTEN_ROOTS = ("synthetic.root",)
+MANAGED = ("results", "logs", ".snakemake")  # the workflow's own folders
+
+
+def check_written_roots() -> None:
+    """Every folder the workflow writes must lie inside the working directory, outside the
+    workflow's own folders: a config must not point a generator at, say, a home folder. Paths
+    are compared resolved (symlinks followed), so a link cannot lead outside."""
+    work = os.path.realpath(os.getcwd())
+    for key in WRITTEN_ROOTS:
+        section, _, name = key.partition(".")
+        path = (config.get(section) or {}).get(name)
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, work]) != work:
+            raise ConfigError(f"config {key}: {path} lies outside the working directory {work}; "
+                              "generated data must go inside it (e.g. resources/synthetic)")
+        if real == work:
+            raise ConfigError(f"config {key}: {path} is the working directory itself; "
+                              "give a folder inside it (e.g. resources/synthetic)")
+        for own in MANAGED:
+            managed = os.path.realpath(own)
+            if os.path.commonpath([real, managed]) == managed:
+                raise ConfigError(f"config {key}: {path} lies inside {own}/, which the workflow manages; "
+                                  "give another folder (e.g. resources/synthetic)")
+
+
+check_written_roots()
 
 with open(workflow.source_path("../schemas/samples.schema.yaml"), encoding="utf-8") as f:
     samples = sample_table(config, yaml.safe_load(f))
@@ -94,18 +127,19 @@ def add_noise_options(noise: str) -> str:
 
 
 def produced(path: str) -> str:
-    """The DAG input for a sample path: the generated folder it lies in, if any.
+    """The DAG input for a sample path: the manifest of the generated folder it lies in, if any.
 
-    Snakemake cannot depend on a file inside a directory() output, only on the folder: the
-    demo archive's root, or the noise model's folder of the synthetic-noise experiment.
+    A generated folder is declared by its manifest (written last), not as a directory() output
+    (n2sr/io/generated.py): the demo archive's root, or the noise model's folder of the
+    synthetic-noise experiment.
     """
     if SYNTHETIC:
         root = os.path.abspath(SYNTHETIC["root"])
         if os.path.commonpath([os.path.abspath(path), root]) == root:
             if SYNTHETIC["references"]:
                 noise = os.path.relpath(os.path.abspath(path), root).split(os.sep)[0]
-                return os.path.join(SYNTHETIC["root"], noise)
-            return SYNTHETIC["root"]
+                return os.path.join(SYNTHETIC["root"], noise, "manifest.csv")
+            return os.path.join(SYNTHETIC["root"], "manifest.csv")
     return path
 
 
@@ -202,8 +236,8 @@ def partial_report() -> None:
         return
     os.makedirs(PARTIAL_REPORTS, exist_ok=True)
     os.makedirs("logs/summarize", exist_ok=True)
-    with open(os.path.join(PARTIAL_REPORTS, "missing.txt"), "w", encoding="utf-8") as f:
-        f.write("".join(f"{p}\n" for p in expected if p not in present))
+    with atomic_path(os.path.join(PARTIAL_REPORTS, "missing.txt")) as tmp:
+        tmp.write_text("".join(f"{p}\n" for p in expected if p not in present), encoding="utf-8")
     try:
         shell(f"n2sr summarize {' '.join(map(shlex.quote, present))} --out-dir {shlex.quote(PARTIAL_REPORTS)}"
               " > logs/summarize/partial.log 2>&1")
@@ -214,11 +248,27 @@ def partial_report() -> None:
           f"(missing ones listed in {PARTIAL_REPORTS}/missing.txt)", file=sys.stderr)
 
 
+SUMMARY = "results/reports/summary.csv"
+
+
 def discard_partial_report() -> None:
-    """A complete run supersedes the partial tables of an earlier failed one."""
+    """Remove the partial tables of an earlier failed run once the real summary supersedes them.
+
+    Only when the summary is up to date: it exists, every test FOV's metric CSV exists, and the
+    summary is newer than each of them and than the partial tables. A successful run that did not
+    reach the summary (--until, other targets) leaves the partial tables as they are.
+    """
     import shutil
 
-    shutil.rmtree(PARTIAL_REPORTS, ignore_errors=True)
+    if not os.path.isdir(PARTIAL_REPORTS) or not len(TEST):
+        return
+    expected = metrics_csvs()
+    if not os.path.isfile(SUMMARY) or not all(os.path.isfile(p) for p in expected):
+        return
+    partial = [os.path.join(PARTIAL_REPORTS, name) for name in os.listdir(PARTIAL_REPORTS)]
+    newest = max(os.stat(p).st_mtime_ns for p in [*expected, *partial, PARTIAL_REPORTS])
+    if os.stat(SUMMARY).st_mtime_ns >= newest:
+        shutil.rmtree(PARTIAL_REPORTS, ignore_errors=True)
 
 
 def configuration_summaries() -> list[str]:
