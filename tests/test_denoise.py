@@ -269,3 +269,41 @@ def test_config_and_network_errors(net) -> None:
     training = build_model(SMALL)
     with pytest.raises(ValueError, match="eval"):
         run(training, plane_of((32, 32)), DenoiseConfig(**EXACT))
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_streaming_holds_a_bounded_number_of_blocks(tmp_path, prefetch) -> None:
+    """Blocks read but not yet written never exceed 2 * prefetch + 2 (queues plus the one computed),
+    however long the stack: memory follows the block size and queue depth, not the stack size."""
+    import threading
+    import time as clock
+
+    lock, state = threading.Lock(), {"read": 0, "written": 0, "most": 0}
+
+    class Source:
+        def __init__(self, arr):
+            self.arr, self.shape, self.dtype = arr, arr.shape, arr.dtype
+
+        def __getitem__(self, key):
+            with lock:
+                state["read"] += 1
+                state["most"] = max(state["most"], state["read"] - state["written"])
+            return self.arr[key]
+
+    class Target:
+        def __init__(self, arr):
+            self.arr, self.shape, self.dtype, self.chunks, self.shards = arr, arr.shape, arr.dtype, (1, 1, 1, 32, 32), None
+
+        def __setitem__(self, key, value):
+            clock.sleep(0.01)  # a slow disk: the writer falls behind
+            self.arr[key] = value
+            with lock:
+                state["written"] += 1
+
+    stack = plane_of((24, 1, 1, 32, 32))
+    dst = Target(np.zeros(stack.shape, np.float32))
+    blocks = stream_blocks(Source(stack), lambda planes, window: (planes.astype(np.float32), None), dst,
+                           context=0, block_size=32, align=32, prefetch=prefetch, progress=False)
+    assert blocks == 24 and state["written"] == 24
+    np.testing.assert_array_equal(dst.arr, stack)
+    assert state["most"] <= 2 * prefetch + 2, state

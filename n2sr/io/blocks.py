@@ -81,27 +81,37 @@ def stream_blocks(src: Any, fn: BlockFn, dst: Any, sr_dst: Any = None, *, contex
 
 def _run(blocks: Sequence[Block], src: Any, fn: BlockFn, targets: list, context: int, align: int,
          prefetch: int, progress: bool) -> None:
-    """Read ahead, compute here, write behind; the first error stops the run and is raised."""
+    """Read ahead, compute here, write behind; the first error stops the run and is raised.
+
+    At any time at most `prefetch` blocks are read ahead of the one computed and at most
+    `prefetch` computed blocks wait to be written (``prefetch=0``: everything in turn).
+    """
     *_, ny, nx = src.shape
-    pending_reads: deque[Future] = deque()
-    pending_writes: deque[Future] = deque()
+    reads: deque[Future] = deque()
+    writes: deque[Future] = deque()
+    submitted = 0
     with ThreadPoolExecutor(1, thread_name_prefix="n2sr-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="n2sr-write") as writer, \
             tqdm(total=len(blocks), desc="denoise", unit="block", disable=not progress) as bar:
-        ahead = iter(blocks)
-        for block in itertools.islice(ahead, prefetch + 1):
-            pending_reads.append(reader.submit(_read, src, block, context, align, ny, nx))
+
+        def read_up_to(count: int) -> None:
+            nonlocal submitted
+            while submitted < len(blocks) and len(reads) < count:
+                reads.append(reader.submit(_read, src, blocks[submitted], context, align, ny, nx))
+                submitted += 1
+
         for block in blocks:
-            planes, window = pending_reads.popleft().result()
-            nxt = next(ahead, None)
-            if nxt is not None:
-                pending_reads.append(reader.submit(_read, src, nxt, context, align, ny, nx))
+            read_up_to(1)
+            planes, window = reads.popleft().result()
+            read_up_to(prefetch)
             results = fn(planes, window)
-            while len(pending_writes) > prefetch:
-                pending_writes.popleft().result()
-            pending_writes.append(writer.submit(_write, targets, block, results))
+            while writes and len(writes) >= max(prefetch, 1):
+                writes.popleft().result()
+            writes.append(writer.submit(_write, targets, block, results))
+            if prefetch == 0:
+                writes.popleft().result()
             bar.update()
-        for future in pending_writes:
+        for future in writes:
             future.result()
 
 
