@@ -70,12 +70,13 @@ def test_crops_cover_every_valid_offset_of_every_plane_uniformly_and_never_the_p
 
 
 def test_augmented_crops_are_the_8_symmetries_of_the_window():
+    """The same draw with and without augmentation: the same window, turned and flipped; all 8 occur."""
     bank = PlaneBank.from_planes(_coded_planes([(10, 11), (7, 8)]), "cpu")
     plain = bank.sample(512, P, torch.Generator().manual_seed(5))
     aug = bank.sample(512, P, torch.Generator().manual_seed(5), augment=True)
     assert (aug > 0).all()
     seen = set()
-    for a, b in zip(plain, aug):  # the same draw: the same window, turned and flipped
+    for a, b in zip(plain, aug):
         variants = [torch.flip(torch.rot90(a, k, (1, 2)), (2,)) if f else torch.rot90(a, k, (1, 2))
                     for k in range(4) for f in range(2)]
         hits = [i for i, v in enumerate(variants) if torch.equal(v, b)]

@@ -3,16 +3,16 @@
 The normalised training planes are moved to the device once, as one zero-padded tensor
 ``(N, C, Hmax, Wmax)`` with each plane's valid ``(H, W)``, so planes of different sizes share
 one tensor. A batch is then a handful of kernels: one ``randint`` draws every crop's plane,
-offsets, rotation and flip from one device generator, and one advanced-indexing gather cuts
-the crops (already rotated and flipped) out of the padded tensor.
+offsets and symmetry from one device generator, one advanced-indexing gather on the
+``unfold`` view of all windows cuts the crops out of the padded tensor, and (with
+``augment``) three ``where``s turn and flip them.
 
 Distribution: the plane is uniform over the planes; the offset is uniform over every valid
 position of that plane (``0 .. H - P`` and ``0 .. W - P``), so a crop never reaches into the
-padding; with ``augment`` the rotation is uniform over the four 90-degree turns and the
-horizontal flip is a fair coin, applied after the turn (``flip(rot90(crop, k), W)``), which
-covers the 8 symmetries of the square once each. Uniform integers below ``n`` are 62-bit
-random integers modulo ``n``: the bias is below ``n / 2^62``, far under anything a training
-run can see.
+padding; with ``augment`` the crop is one of the 8 symmetries of the square (the four
+90-degree turns, each with or without a flip), each with probability 1/8, drawn as three fair
+bits: transpose, flip Y, flip X. Uniform integers below ``n`` are 62-bit random integers
+modulo ``n``: the bias is below ``n / 2^62``, far under anything a training run can see.
 """
 
 from __future__ import annotations
@@ -66,26 +66,18 @@ class PlaneBank:
         `gen` must live on the bank's device. No value is read back to the host.
         """
         dev = self.device
-        draws = torch.randint(_RANDOM_BITS, (batch, 5), generator=gen, device=dev)
-        n = self.data.shape[0]
-        idx = draws[:, 0] % n
+        draws = torch.randint(_RANDOM_BITS, (batch, 4), generator=gen, device=dev)
+        idx = draws[:, 0] % self.data.shape[0]
         room = self.sizes[idx] - (patch - 1)  # valid offsets per axis: 0 .. H - P
         y0 = draws[:, 1] % room[:, 0]
         x0 = draws[:, 2] % room[:, 1]
-        ar = torch.arange(patch, device=dev)
-        i, j = ar.view(1, patch, 1), ar.view(1, 1, patch)  # output position in the crop
-        if augment:
-            k = (draws[:, 3] % 4).view(-1, 1, 1)
-            flip = (draws[:, 4] % 2).view(-1, 1, 1).bool()
-            last = patch - 1
-            j = torch.where(flip, last - j, j)  # the flip is applied last, so it is undone first
-            # source of out[i, j] in rot90(crop, k, (H, W)): k=1 -> (j, P-1-i), k=2 -> (P-1-i, P-1-j),
-            # k=3 -> (P-1-j, i)
-            rows = torch.where(k == 0, i, torch.where(k == 1, j, torch.where(k == 2, last - i, last - j)))
-            cols = torch.where(k == 0, j, torch.where(k == 1, last - i, torch.where(k == 2, last - j, i)))
-        else:
-            rows, cols = i.expand(batch, patch, 1), j.expand(batch, 1, patch)
-        rows = rows + y0.view(-1, 1, 1)
-        cols = cols + x0.view(-1, 1, 1)
-        channels = torch.arange(self.data.shape[1], device=dev).view(1, -1, 1, 1)
-        return self.data[idx.view(-1, 1, 1, 1), channels, rows.unsqueeze(1), cols.unsqueeze(1)]
+        # every patch x patch window as a view (N, C, Hmax-P+1, Wmax-P+1, P, P); one gather cuts the crops
+        windows = self.data.unfold(2, patch, 1).unfold(3, patch, 1)
+        crops = windows[idx, :, y0, x0]  # (batch, C, P, P)
+        if not augment:
+            return crops
+        # one of the 8 symmetries of the square: optional transpose, then optional flips of Y and X
+        sym = (draws[:, 3] % 8).view(-1, 1, 1, 1)
+        crops = torch.where(sym % 2 == 1, crops.transpose(-1, -2), crops)
+        crops = torch.where(sym // 2 % 2 == 1, crops.flip(-2), crops)
+        return torch.where(sym // 4 == 1, crops.flip(-1), crops)
