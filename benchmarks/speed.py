@@ -33,6 +33,7 @@ from n2sr.nn.device import autocast, set_threads
 from n2sr.nn.inference import prepare
 from n2sr.nn.model import build_model
 from n2sr.nn.objectives import objective
+from n2sr.nn.sampling import PlaneBank
 from n2sr.nn.training import _Run, _sample_batch, _step
 
 CPU = torch.device("cpu")
@@ -102,8 +103,8 @@ def train_step_fn(cfg: ModelConfig, precision: str, compiled: bool, batch: int =
                   planes: int = 4, side: int = 256) -> Callable[[], float]:
     """One Noise2SR training iteration of the real loop, as `n2sr.nn.training.fit` runs it.
 
-    A `_Run` (model in channels_last, Adam, seeded generators) on `planes` random normalised
-    ``(1, side, side)`` planes; each call draws a batch with `_sample_batch` and takes one
+    A `_Run` (model in channels_last, Adam, seeded generators) on a `PlaneBank` of `planes` random
+    normalised ``(1, side, side)`` planes; each call draws a batch with `_sample_batch` and takes one
     `_step`, so the timing follows the training code instead of a copy of it. ``compiled``
     wraps the run's model in ``torch.compile`` (the optimiser keeps the same parameters); the
     loop itself never compiles.
@@ -116,10 +117,10 @@ def train_step_fn(cfg: ModelConfig, precision: str, compiled: bool, batch: int =
         run.model = torch.compile(run.model)
     run.model.train()
     gen = torch.Generator().manual_seed(0)
-    data = [torch.rand(1, side, side, generator=gen) for _ in range(planes)]
+    bank = PlaneBank.from_planes([torch.rand(1, side, side, generator=gen) for _ in range(planes)], CPU)
 
     def step() -> float:
-        return _step(run, obj, _sample_batch(data, train_cfg, run.data_gen).to(CPU, non_blocking=True), CPU, precision)
+        return _step(run, obj, _sample_batch(bank, train_cfg, run.data_gen), CPU, precision).item()
 
     return step
 

@@ -4,12 +4,14 @@ What differs between methods (input, target, loss mask, network) is the method's
 `n2sr.nn.objectives.Objective`; crops, validation, exact resume, normalisation and precision
 are shared, so the baselines get exactly Noise2SR's treatment.
 
-Each iteration draws random crops (default 128x128, batch 16), turns them into the method's
+Each iteration draws random crops (default 128x128, batch 16) on the training device from
+planes that were moved there once (`n2sr.nn.sampling`), turns them into the method's
 example (for Noise2SR: the half-size sub-sample ``y_J`` and the complement pixels ``y_Jc``)
 and takes one Adam step (lr 1e-4). Held-out noisy patches, scored with the same
 self-supervised loss and fixed masks, choose the returned weights: the complement loss
 equals the supervised loss plus the noise variance (Theorem 1), so its minimum is the best
-model without any clean image.
+model without any clean image. Nothing is read back to the host between validation points:
+the training loss is summed on the device and read once per ``val_every`` interval.
 
 `fit` takes arrays and settings and returns the curve and the best weights. Every
 ``checkpoint_every`` iterations it hands a resume state to the caller's ``on_state``
@@ -39,9 +41,11 @@ from n2sr.nn.device import autocast, pick_device, resolve_precision
 from n2sr.nn.model import build_model
 from n2sr.nn.normalize import Normalizer
 from n2sr.nn.objectives import Objective, objective
+from n2sr.nn.sampling import PlaneBank
 from n2sr.nn.subsample import complement_mse
 
 log = logging.getLogger(__name__)
+SAMPLER = "device-v1"  # `n2sr.nn.sampling.PlaneBank.sample`, one device generator
 
 
 @dataclass
@@ -104,23 +108,10 @@ def _validation_batches(val: Sequence[np.ndarray], cfg: TrainConfig, device: tor
     return [obj.make(chunk, gen) for chunk in stack.split(cfg.batch_size)]
 
 
-def _sample_batch(planes: Sequence[torch.Tensor], cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random crops (with optional flips / 90-degree rotations) of ``(C, Y, X)`` planes: (B, C, P, P)."""
-    p = cfg.patch_size
-    idx = torch.randint(len(planes), (cfg.batch_size,), generator=gen).tolist()
-    crops = []
-    for i in idx:
-        plane = planes[i]
-        y = int(torch.randint(plane.shape[1] - p + 1, (1,), generator=gen))
-        x = int(torch.randint(plane.shape[2] - p + 1, (1,), generator=gen))
-        crop = plane[:, y : y + p, x : x + p]
-        if cfg.augment:
-            k, flip = torch.randint(4, (2,), generator=gen).tolist()
-            crop = torch.rot90(crop, k, (1, 2))
-            if flip % 2:
-                crop = torch.flip(crop, (2,))
-        crops.append(crop)
-    return torch.stack(crops)
+def _sample_batch(bank: PlaneBank, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random crops (with optional flips / 90-degree rotations) of the bank's planes, on its
+    device: (B, C, P, P). `gen` lives on the same device (`n2sr.nn.sampling`)."""
+    return bank.sample(cfg.batch_size, cfg.patch_size, gen, augment=cfg.augment)
 
 
 def fingerprint(planes: Sequence[np.ndarray], cfg: TrainConfig, obj: Objective) -> str:
@@ -128,6 +119,7 @@ def fingerprint(planes: Sequence[np.ndarray], cfg: TrainConfig, obj: Objective) 
     h = hashlib.sha256()
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("iterations", "minutes", "device")}
     settings["method"] = obj.name
+    settings["sampler"] = SAMPLER  # a state drawn with another sampler cannot continue exactly
     if obj.settings is not None:
         settings["method_settings"] = asdict(obj.settings)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -173,17 +165,21 @@ class _Run:
         # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolution kernels: about 2x per step here.
         self.model = build_model(cfg.model, sr=obj.scale == 2).to(device, memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.data_gen = torch.Generator(device=device).manual_seed(cfg.seed)
         self.mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 3)
         self.step, self.best_val, self.best_step, self.best_state = 0, math.inf, 0, None
         self.curve: list[dict[str, float]] = []
         self.elapsed_before = 0.0
+        # the training loss summed since the last curve row, on the device: reading it every step
+        # would make the host wait for the GPU every step
+        self.running, self.n_running = torch.zeros((), dtype=torch.float32, device=device), 0
 
     def state(self, elapsed: float) -> dict[str, Any]:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "data_gen": self.data_gen.get_state(), "mask_gen": self.mask_gen.get_state().cpu(),
+                "data_gen": self.data_gen.get_state().cpu(), "mask_gen": self.mask_gen.get_state().cpu(),
                 "torch_rng": torch.get_rng_state(), "best_val": self.best_val, "best_step": self.best_step,
-                "best_model": self.best_state, "curve": self.curve, "elapsed": elapsed}
+                "best_model": self.best_state, "curve": self.curve, "elapsed": elapsed,
+                "running_loss": self.running.cpu().clone(), "running_steps": self.n_running}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -193,6 +189,8 @@ class _Run:
         torch.set_rng_state(state["torch_rng"])
         self.step, self.best_val, self.best_step = state["step"], state["best_val"], state["best_step"]
         self.best_state, self.curve, self.elapsed_before = state["best_model"], state["curve"], state["elapsed"]
+        self.running.copy_(state["running_loss"])
+        self.n_running = state["running_steps"]
 
     def record(self, val: float | None, train_loss: float, seconds: float, it_per_s: float) -> None:
         """One curve row; keep the weights when the validation loss is the lowest so far (or,
@@ -237,7 +235,7 @@ def fit(
     train_planes, val_planes = split_validation(norm_planes, cfg)
     if not val_planes:
         log.warning("no validation data (images too small or val_fraction=0): the last model is kept")
-    data = [torch.from_numpy(np.ascontiguousarray(p)).reshape(-1, *p.shape[-2:]) for p in train_planes]
+    bank = PlaneBank.from_planes(train_planes, device)  # on the device once; batches are cut there
     val_batches = _validation_batches([p.reshape(-1, *p.shape[-2:]) for p in val_planes], cfg, device, obj)
     run = _Run(cfg, obj, device)
     key = fingerprint(planes, cfg, obj)
@@ -254,22 +252,24 @@ def fit(
     # a resumed run spends what is left of the budget, not a fresh one
     deadline = None if cfg.minutes is None else t_start + 60.0 * cfg.minutes - run.elapsed_before
     run.model.train()
-    running, n_running, t_interval = 0.0, 0, time.monotonic()
+    t_interval, n_interval = time.monotonic(), 0
     bar = tqdm(total=cfg.iterations, initial=run.step, disable=not progress, desc="train", unit="it",
                mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     while run.step < cfg.iterations and (deadline is None or time.monotonic() < deadline):
-        loss = _step(run, obj, _sample_batch(data, cfg, run.data_gen).to(device, non_blocking=True), device, precision)
+        run.running += _step(run, obj, _sample_batch(bank, cfg, run.data_gen), device, precision)
         run.step += 1
-        running += loss
-        n_running += 1
+        run.n_running += 1
+        n_interval += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         last = run.step >= cfg.iterations or (deadline is not None and time.monotonic() >= deadline)
         if run.step % cfg.val_every == 0 or last:
             val = _validate(run.model, val_batches, device, precision) if val_batches else None
+            train_loss = run.running.item() / run.n_running  # the one read of the loss per curve row
             now = time.monotonic()
-            run.record(val, running / n_running, elapsed(), n_running / max(now - t_interval, 1e-9))
-            running, n_running, t_interval = 0.0, 0, now
+            run.record(val, train_loss, elapsed(), n_interval / max(now - t_interval, 1e-9))
+            bar.set_postfix(loss=f"{train_loss:.4g}", refresh=False)
+            run.running.zero_()
+            run.n_running, n_interval, t_interval = 0, 0, now
         if on_state is not None and (run.step % cfg.checkpoint_every == 0 or last):
             on_state({"fingerprint": key, **run.state(elapsed())})
     bar.close()
@@ -279,8 +279,9 @@ def fit(
                        scale=obj.scale)
 
 
-def _step(run: _Run, obj: Objective, batch: torch.Tensor, device: torch.device, precision: str) -> float:
-    """One optimiser step on one batch; returns the loss."""
+def _step(run: _Run, obj: Objective, batch: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """One optimiser step on one batch; returns the loss as a detached 0-d tensor on the device
+    (no host sync: read it with ``.item()`` only when needed)."""
     inp, target, mask = obj.make(batch, run.mask_gen)
     with autocast(device, precision):
         pred = run.model(inp.contiguous(memory_format=torch.channels_last))
@@ -288,4 +289,4 @@ def _step(run: _Run, obj: Objective, batch: torch.Tensor, device: torch.device, 
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
-    return loss.item()
+    return loss.detach()
