@@ -152,7 +152,7 @@ class DenoiseConfig:
     """
 
     tile_size: int | Literal["auto"] = "auto"
-    overlap: int | Literal["exact"] = 64
+    overlap: int | Literal["exact"] = 32
     downsample: Literal["avgpool", "bilinear"] = "avgpool"
     block_size: int = 2048
     batch_pixels: int | None = None

@@ -31,7 +31,7 @@ def validate_config() -> None:
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
         if error is None:
             raise
-        key = ".".join(map(str, error.path)) or "(top level)"
+        key = ".".join(map(str, error.absolute_path)) or "(top level)"
         raise ConfigError(f"config {key}: {error.message}") from None
 
 
