@@ -94,7 +94,7 @@ def test_png_series_folder_natural_order(tmp_path):
     assert [int(arr[t, 0, 0, 0, 0]) for t in range(4)] == [1, 2, 10, 11]
     attrs = omezarr.read_attrs(tmp_path / "out.zarr")
     sums = [images.sha256_file(folder / f"cap{i}.png") for i in (1, 2, 10, 11)]
-    assert [f["name"] for f in attrs["files"]] == ["cap1.png", "cap2.png", "cap10.png", "cap11.png"]
+    assert [Path(f["path"]).name for f in attrs["source_files"]] == ["cap1.png", "cap2.png", "cap10.png", "cap11.png"]
     assert attrs["sha256"] == hashlib.sha256("\n".join(sorted(sums)).encode()).hexdigest()
 
 
@@ -299,3 +299,25 @@ def test_output_failure_is_not_blamed_on_input_and_leaves_nothing(tmp_path, monk
         ingest(tmp_path / "s.tif", tmp_path / "out.zarr")
     assert not isinstance(exc.value, InputError)
     assert_no_output(tmp_path)
+
+
+def test_a_raw_file_changed_after_ingest_stops_later_steps(tmp_path):
+    """Same size but new content (mtime moved): sha256 differs -> one line; a new size -> one line;
+    the raw file gone (archived) -> the ingested copy is used."""
+    from n2sr.io.planes import select
+
+    raw = tmp_path / "raw.tif"
+    data = np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32)
+    tifffile.imwrite(raw, data, photometric="minisblack")
+    ingest(raw, tmp_path / "a.zarr")
+    assert select(tmp_path / "a.zarr").read().shape[0] == 2
+    os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    select(tmp_path / "a.zarr")
+    tifffile.imwrite(raw, data[::-1].copy(), photometric="minisblack")  # same size, other content
+    with pytest.raises(InputError, match=r"raw.tif: changed after it was ingested into .*a.zarr \(its content"):
+        select(tmp_path / "a.zarr")
+    tifffile.imwrite(raw, data[:1], photometric="minisblack")
+    with pytest.raises(InputError, match="its size went from"):
+        select(tmp_path / "a.zarr")
+    raw.unlink()
+    assert select(tmp_path / "a.zarr").read().shape[0] == 2

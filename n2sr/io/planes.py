@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from n2sr.errors import InputError
-from n2sr.io import images, omezarr
+from n2sr.io import images, omezarr, sources
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ def select(path: str | os.PathLike[str], captures: Sequence[int] | None = None) 
     path = images.check_exists(path)
     if images.kind_of(path) == "zarr":
         source = images.open_zarr_array(path)
+        sources.check(path, omezarr.read_attrs(path) if _is_group(path) else {})
     else:
         source = images.read_image(path)
         if source.ndim == 2:
@@ -86,3 +87,13 @@ def capture_ids(path: str | os.PathLike[str], n: int) -> list[int]:
         if recorded is not None and len(recorded) == n:
             return list(recorded)
     return list(range(n))
+
+
+def _is_group(path: Path) -> bool:
+    """An OME-Zarr group (with attributes), not a bare Zarr array."""
+    import json
+
+    try:
+        return json.loads((path / "zarr.json").read_text()).get("node_type") == "group"
+    except (OSError, ValueError):
+        return False

@@ -19,7 +19,7 @@ import tifffile
 import zarr
 
 from n2sr.errors import InputError
-from n2sr.io import omezarr
+from n2sr.io import omezarr, sources
 from n2sr.io.atomic import atomic_path
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import (
@@ -60,8 +60,9 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> 
     `source` is a TIFF / OME-TIFF / ImageJ stack, a PNG, or a folder of same-shape PNG or
     TIFF planes (repeated captures of one field of view, placed on t in natural name
     order). The output keeps the source dtype; its ``n2sr`` attributes record the source
-    path(s), sha256 (for a folder: of the sorted per-file checksums) and dtype. The output
-    appears only when complete.
+    path, sha256 (for a folder: of the sorted per-file checksums), dtype, and each raw file's
+    path, size, mtime and sha256 (`n2sr.io.sources`: later steps check them). The output appears
+    only when complete.
     """
     source = check_exists(source)
     out = Path(out_zarr)
@@ -76,7 +77,8 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> 
         if kind == "tiff":
             _ingest_tiff(source, tmp)
         elif kind == "png":
-            _ingest_planes([source], tmp, source, sha256_file(source))
+            sha = sha256_file(source)
+            _ingest_planes([source], tmp, source, sha, [sha])
         else:
             files = series_files(source)
             checksums = [sha256_file(f) for f in files]
@@ -97,6 +99,7 @@ def _ingest_tiff(path: Path, tmp: Path) -> None:
         _check_dtype(path, series.dtype)
         attrs = _provenance(path, sha, series.dtype, series.shape, axes)
         attrs["source_series"] = f"0 of {len(tif.series)}"
+        attrs["source_files"] = sources.record([path], [sha])
         _copy_planes(path, src, axes, tmp, attrs)
 
 
@@ -121,8 +124,7 @@ def _copy_planes(path: Path, src: Any, axes: str, tmp: Path, attrs: dict[str, An
         out[tcz] = plane
 
 
-def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str,
-                   checksums: list[str] | None = None) -> None:
+def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str, checksums: list[str]) -> None:
     """Stack single-plane files on t, checking every file against the first before writing."""
     shape, dtype = _single_plane_info(files[0])
     for f in files[1:]:
@@ -135,8 +137,7 @@ def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str,
             )
     _check_dtype(files[0], dtype)
     attrs = _provenance(source, sha, dtype, (len(files), *shape), "TYX")
-    if checksums is not None:
-        attrs["files"] = [{"name": f.name, "sha256": h} for f, h in zip(files, checksums)]
+    attrs["source_files"] = sources.record(files, checksums)
     out = omezarr.create_image(tmp, (len(files), 1, 1, *shape), dtype, attrs=attrs)
     for t, f in enumerate(files):
         out[t, 0, 0] = read_image(f).reshape(shape)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from n2sr.errors import InputError
-from n2sr.io import omezarr
+from n2sr.io import omezarr, sources
 from n2sr.io.atomic import atomic_path
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import check_exists, kind_of, read_zarr
@@ -51,6 +51,7 @@ def average(in_zarr: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -
         raise InputError(in_zarr, f"array shape {src.shape}; expected an OME-Zarr (t, c, z, y, x) with t >= 1")
     n_t, n_c, n_z, ny, nx = src.shape
     src_attrs = omezarr.read_attrs(in_zarr)
+    sources.check(in_zarr, src_attrs)
     attrs = {
         "step": "reference",
         "method": "mean over t, floor(mean + 0.5) for integers",
