@@ -122,6 +122,7 @@ def case_train(device: str) -> dict:
     from n2sr.config import TrainConfig
     from n2sr.nn.device import pick_device, resolve_precision
     from n2sr.nn.objectives import objective
+    from n2sr.nn.sampling import PlaneBank
     from n2sr.nn.training import _Run, _sample_batch, _step
 
     cfg = TrainConfig(device=device)
@@ -129,13 +130,13 @@ def case_train(device: str) -> dict:
     precision = resolve_precision(cfg.precision, dev)
     obj = objective("n2sr")
     run = _Run(cfg, obj, dev)
-    data = [torch.rand(1, 512, 512)]
+    data = PlaneBank.from_planes([torch.rand(1, 512, 512) for _ in range(4)], dev)
     for _ in range(2):  # warm-up
-        _step(run, obj, _sample_batch(data, cfg, run.data_gen).to(dev), dev, precision)
+        _step(run, obj, _sample_batch(data, cfg, run.data_gen), dev, precision)
     _sync(dev)
     t, n = time.perf_counter(), 0
     while time.perf_counter() - t < 15.0 or n < 3:
-        _step(run, obj, _sample_batch(data, cfg, run.data_gen).to(dev), dev, precision)
+        _step(run, obj, _sample_batch(data, cfg, run.data_gen), dev, precision)
         n += 1
     _sync(dev)
     return {"it_per_s": n / (time.perf_counter() - t), "precision": precision}
@@ -167,7 +168,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"throughput_{args.device.split(':')[0]}"
     results: dict = {"device": args.device, "planes": args.planes, "size": args.size}
+    partial = stem.with_suffix(".partial.json")
+    if partial.is_file() and json.loads(partial.read_text()).get("size") == args.size:
+        results = json.loads(partial.read_text())  # a killed run continues with the cases it lacks
+
+    def run(key: str, *case: str) -> None:
+        if key not in results:
+            results[key] = child(*case)
+            partial.write_text(json.dumps(results, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         _model(work)
@@ -176,19 +188,18 @@ def main() -> None:
         _stack(work, args.planes, args.size)
         _stack(big, 16 * args.planes, args.size)
         (big / "model.pt").symlink_to(work / "model.pt")
-        results["f_host_memory"] = child("denoise", args.device, str(work), "stack.zarr", "1")
-        results["f_host_memory_16x"] = child("denoise", args.device, str(big), "stack.zarr", "1")
-        results["b_host_null"] = child("denoise", args.device, str(work), "stack.zarr", "1")
-        results["a_network"] = child("network", args.device, str(args.size))
-        results["c_zarr_to_zarr"] = child("denoise", args.device, str(work), "stack.zarr", "")
-        results["c_tiff_to_zarr"] = child("denoise", args.device, str(work), "stack.tif", "")
-        results["d_whole_plane"] = child("denoise", args.device, str(work), "stack.zarr", "", str(args.size), "0,1")
-        results["d_default_tile_half"] = child("denoise", args.device, str(work), "stack.zarr", "",
+        run("f_host_memory", "denoise", args.device, str(work), "stack.zarr", "1")
+        run("f_host_memory_16x", "denoise", args.device, str(big), "stack.zarr", "1")
+        run("b_host_null", "denoise", args.device, str(work), "stack.zarr", "1")
+        run("a_network", "network", args.device, str(args.size))
+        run("c_zarr_to_zarr", "denoise", args.device, str(work), "stack.zarr", "")
+        run("c_tiff_to_zarr", "denoise", args.device, str(work), "stack.tif", "")
+        run("d_whole_plane", "denoise", args.device, str(work), "stack.zarr", "", str(args.size), "0,1")
+        run("d_default_tile_half", "denoise", args.device, str(work), "stack.zarr", "",
                                               str(max(32, args.size // 2)), "0,1")
-        results["e_train"] = child("train", args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"throughput_{args.device.split(':')[0]}"
+        run("e_train", "train", args.device)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    partial.unlink()
     stem.with_suffix(".md").write_text(report(results))
     print(report(results))
 

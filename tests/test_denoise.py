@@ -307,3 +307,18 @@ def test_streaming_holds_a_bounded_number_of_blocks(tmp_path, prefetch) -> None:
     assert blocks == 24 and state["written"] == 24
     np.testing.assert_array_equal(dst.arr, stack)
     assert state["most"] <= 2 * prefetch + 2, state
+
+
+@pytest.mark.parametrize("overlap", [DenoiseConfig().overlap, "exact"])
+def test_batched_engine_equals_one_tile_at_a_time(net, overlap) -> None:
+    """Tiles of several planes batched per forward pass give the one-tile-at-a-time result, up to
+    float rounding (oneDNN's accumulation order depends on the batch, so not bit for bit)."""
+    stack = plane_of((3, 100, 150))
+    settings = dict(tile_size=64, overlap=overlap, **FP32)
+    batched = engine(net, DenoiseConfig(**settings))
+    single = engine(net, DenoiseConfig(batch_pixels=1, **settings))
+    assert batched.batch_pixels > 9 * 64 * 64 and single.batch_pixels == 1
+    got, sr = batched.denoise_array(stack, return_sr=True, progress=False)
+    ref, ref_sr = single.denoise_array(stack, return_sr=True, progress=False)
+    assert_close(got, ref)
+    assert_close(sr, ref_sr)

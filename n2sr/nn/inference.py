@@ -258,6 +258,11 @@ class Engine:
         s = self.scale
         padded = pad_to_multiple(x[:, None], MULTIPLE)[:, 0]
         tiles, total = self._tiling(padded.shape[-2:])
+        if total is None:  # one tile: the planes themselves, in batches; nothing to blend
+            per_batch = max(1, self.batch_pixels // (padded.shape[-2] * padded.shape[-1]))
+            outs = [self.forward(chunk[:, None]) for chunk in padded.split(per_batch)]
+            out = (outs[0] if len(outs) == 1 else torch.cat(outs))[:, 0]
+            return out[:, : s * h, : s * w]
         acc = torch.zeros((n, s * padded.shape[-2], s * padded.shape[-1]), dtype=torch.float32, device=x.device)
         for group in _by_shape(tiles, n):
             wy, wx = tiles[group[0][0]][0]
@@ -340,6 +345,10 @@ def _downsample(sr: torch.Tensor, mode: str, origin: tuple[int, int], region: tu
     plane, not of the window, which keeps out-of-core blocks equal to one whole-plane call).
     """
     y0, x0, y1, x1 = region
+    if mode == "avgpool":  # the same two taps as strided views: no gather, same arithmetic
+        out = sr[:, 2 * (y0 - origin[0]):2 * (y1 - origin[0]), 2 * (x0 - origin[1]):2 * (x1 - origin[1])]
+        out = 0.5 * out[:, 0::2] + 0.5 * out[:, 1::2]
+        return 0.5 * out[:, :, 0::2] + 0.5 * out[:, :, 1::2]
     out = sr
     for axis, (start, stop, size, offset) in ((1, (y0, y1, shape[0], origin[0])), (2, (x0, x1, shape[1], origin[1]))):
         lo, frac = _taps(start, stop, size, mode)
