@@ -222,14 +222,14 @@ class Engine:
 
     def _to_device(self, planes: np.ndarray) -> torch.Tensor:
         """Raw planes -> normalised float32 ``(n, h, w)`` on the device (pinned, asynchronous copy on CUDA)."""
-        x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
+        x = torch.from_numpy(np.asarray(planes)).to(torch.float32, copy=True)  # ours: changed in place below
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        return (x - self.normalizer.offset) / self.normalizer.scale
+        return x.sub_(self.normalizer.offset).div_(self.normalizer.scale)
 
     def _raw(self, x: torch.Tensor, dtype: np.dtype | None) -> np.ndarray:
         """Network units on the device -> raw intensities on the host, in `dtype` (see `as_dtype`)."""
-        x = (x * self.normalizer.scale + self.normalizer.offset).float()
+        x = x.float().mul(self.normalizer.scale).add_(self.normalizer.offset)
         if self.device.type == "cuda":
             host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
             host.copy_(x, non_blocking=True)
@@ -347,8 +347,8 @@ def _downsample(sr: torch.Tensor, mode: str, origin: tuple[int, int], region: tu
     y0, x0, y1, x1 = region
     if mode == "avgpool":  # the same two taps as strided views: no gather, same arithmetic
         out = sr[:, 2 * (y0 - origin[0]):2 * (y1 - origin[0]), 2 * (x0 - origin[1]):2 * (x1 - origin[1])]
-        out = 0.5 * out[:, 0::2] + 0.5 * out[:, 1::2]
-        return 0.5 * out[:, :, 0::2] + 0.5 * out[:, :, 1::2]
+        out = torch.add(out[:, 0::2].mul(0.5), out[:, 1::2], alpha=0.5)  # 0.5 a + 0.5 b, rounded once
+        return torch.add(out[:, :, 0::2].mul(0.5), out[:, :, 1::2], alpha=0.5)
     out = sr
     for axis, (start, stop, size, offset) in ((1, (y0, y1, shape[0], origin[0])), (2, (x0, x1, shape[1], origin[1]))):
         lo, frac = _taps(start, stop, size, mode)
