@@ -124,3 +124,20 @@ def test_overlap_below_receptive_field_is_inexact_but_blended() -> None:
     tiled = stitch(plane, lambda x: box_sum(x, 40), 32, 32, 40, scale=1)
     assert not np.allclose(tiled, whole)
     assert np.abs(tiled - whole).max() < np.abs(whole).max()
+
+
+@pytest.mark.parametrize("size, tile, overlap", [(320, 64, 32), (512, 128, 64), (96, 64, 64), (640, 256, 0)])
+def test_fixed_windows_have_one_shape_and_hold_their_context(size: int, tile: int, overlap: int) -> None:
+    """For a compiled network every window has the same length, starts on the pooling grid and
+    still holds its core plus the overlap (or the image border); the weights still sum to 1."""
+    spans = tiling.spans(size, tile, overlap, ALIGN, 16, fixed=True)
+    assert len({s.stop - s.start for s in spans}) == 1
+    for s in spans:
+        assert s.start % ALIGN == 0 and 0 <= s.start and s.stop <= size
+        assert s.start <= max(0, s.core_start - overlap) and s.stop >= min(size, s.core_stop + overlap)
+    total = np.zeros(size)
+    for s in spans:
+        total[s.start:s.stop] += s.weights()
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of"):
+        tiling.spans(size + 1, tile, overlap, ALIGN, 16, fixed=True)
