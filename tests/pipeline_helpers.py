@@ -65,8 +65,9 @@ def make_tiny(config: dict, **train: object) -> dict:
                            checkpoint_every=20, precision="fp32", device="cpu", features=8, final_features=16,
                            unet_out_channels=8, sr_channels=8)
     config["train"].update(train)
-    config["denoise"].update(tile_size=64, block_size=2048, precision="fp32", device="cpu", write_sr=True,
-                             write_tiff=True)
+    # overlap "exact": a retried job's smaller tiles must reproduce the first attempt's output
+    config["denoise"].update(tile_size=64, overlap="exact", block_size=2048, precision="fp32", device="cpu",
+                             write_sr=True, write_tiff=True)
     for rule in ("train", "denoise"):
         config["resources"][rule].update(threads=1, gpu=0)
     return config

@@ -222,7 +222,7 @@ class Engine:
 
     def _to_device(self, planes: np.ndarray) -> torch.Tensor:
         """Raw planes -> normalised float32 ``(n, h, w)`` on the device (pinned, asynchronous copy on CUDA)."""
-        x = torch.from_numpy(np.asarray(planes)).to(torch.float32, copy=True)  # ours: changed in place below
+        x = torch.tensor(np.asarray(planes), dtype=torch.float32)  # always a copy: changed in place below
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         return x.sub_(self.normalizer.offset).div_(self.normalizer.scale)
