@@ -322,3 +322,18 @@ def test_batched_engine_equals_one_tile_at_a_time(net, overlap) -> None:
     ref, ref_sr = single.denoise_array(stack, return_sr=True, progress=False)
     assert_close(got, ref)
     assert_close(sr, ref_sr)
+
+
+def test_compiled_mode_feeds_the_network_one_shape(net) -> None:
+    """What a compiled engine does (fixed windows, short batches padded): every forward pass gets
+    the same input shape, so one graph serves the job, and the output matches the eager engine's."""
+    stack = plane_of((3, 100, 450))
+    settings = dict(tile_size=64, **EXACT)
+    fixed = engine(net, DenoiseConfig(batch_pixels=2 * 128 * 448, **settings))
+    fixed.fixed = True  # as set for a compiled network (compiling itself takes minutes on a CPU)
+    shapes = []
+    prepared = fixed.net
+    fixed.net = lambda x: (shapes.append(tuple(x.shape)), prepared(x))[1]
+    got = fixed.denoise_array(stack, progress=False)[0]
+    assert len(set(shapes)) == 1, set(shapes)
+    assert_close(got, engine(net, DenoiseConfig(**settings)).denoise_array(stack, progress=False)[0])

@@ -260,7 +260,7 @@ class Engine:
         tiles, total = self._tiling(padded.shape[-2:])
         if total is None:  # one tile: the planes themselves, in batches; nothing to blend
             per_batch = max(1, self.batch_pixels // (padded.shape[-2] * padded.shape[-1]))
-            outs = [self.forward(chunk[:, None]) for chunk in padded.split(per_batch)]
+            outs = [self.forward(chunk[:, None], per_batch) for chunk in padded.split(per_batch)]
             out = (outs[0] if len(outs) == 1 else torch.cat(outs))[:, 0]
             return out[:, : s * h, : s * w]
         acc = torch.zeros((n, s * padded.shape[-2], s * padded.shape[-1]), dtype=torch.float32, device=x.device)
@@ -270,7 +270,7 @@ class Engine:
             for first in range(0, len(group), per_batch):
                 chunk = group[first:first + per_batch]
                 batch = torch.stack([padded[p, tiles[t][0][0], tiles[t][0][1]] for t, p in chunk])[:, None]
-                y = self.forward(batch)
+                y = self.forward(batch, per_batch)
                 for k, (t, p) in enumerate(chunk):
                     (sy, sx), weight = tiles[t][1], tiles[t][2]
                     acc[p, sy, sx] += weight * y[k, 0] if weight is not None else y[k, 0]
@@ -297,10 +297,18 @@ class Engine:
             self._weights[shape] = (tiles, total)
         return self._weights[shape]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One forward pass: ``(N, 1, h, w)`` float32 on the device -> ``(N, 1, s h, s w)`` float32."""
+    def forward(self, x: torch.Tensor, batch: int = 0) -> torch.Tensor:
+        """One forward pass: ``(N, 1, h, w)`` float32 on the device -> ``(N, 1, s h, s w)`` float32.
+
+        A compiled network gets every batch at its full size `batch` (a short last batch is padded
+        with zeros and the padding's output dropped), so one graph serves the whole job.
+        """
+        n = x.shape[0]
+        if self.fixed and n < batch:
+            x = torch.cat([x, x.new_zeros((batch - n, *x.shape[1:]))])
         with torch.inference_mode():
-            out = self.net(x)
+            out = self.net(x)[:n]
+        x = x[:n]
         expected = (x.shape[0], 1, self.scale * x.shape[-2], self.scale * x.shape[-1])
         if tuple(out.shape) != expected:
             raise ValueError(f"network output has shape {tuple(out.shape)} for input {tuple(x.shape)}; "
