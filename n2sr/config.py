@@ -164,12 +164,10 @@ class DenoiseConfig:
     precision: Precision = "auto"
 
     def __post_init__(self) -> None:
-        if self.tile_size != "auto" and (not isinstance(self.tile_size, int) or self.tile_size < MULTIPLE
-                                         or self.tile_size % MULTIPLE):
-            raise ValueError(f"tile_size must be 'auto' or a positive multiple of {MULTIPLE}, got {self.tile_size}; "
-                             f"use {-(-max(int(self.tile_size), 1) // MULTIPLE) * MULTIPLE}"
-                             if isinstance(self.tile_size, int) else
-                             f"tile_size must be 'auto' or a positive multiple of {MULTIPLE}, got {self.tile_size!r}")
+        tile = self.tile_size
+        if tile != "auto" and (not isinstance(tile, int) or tile < MULTIPLE or tile % MULTIPLE):
+            hint = f"; use {-(-max(tile, 1) // MULTIPLE) * MULTIPLE}" if isinstance(tile, int) else ""
+            raise ValueError(f"tile_size must be 'auto' or a positive multiple of {MULTIPLE}, got {tile!r}{hint}")
         if self.overlap != "exact" and (not isinstance(self.overlap, int) or self.overlap < 0):
             raise ValueError(f"overlap must be 'exact' or an integer >= 0, got {self.overlap!r}")
         for name, allowed in (("downsample", ("avgpool", "bilinear")), ("dtype", ("float32", "input")),

@@ -118,8 +118,9 @@ def open_image(path: str | os.PathLike[str]) -> zarr.Array:
 
 
 def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the ``n2sr`` provenance attributes of an OME-Zarr image ({} if none)."""
-    return dict(zarr.open_group(store=os.fspath(path), mode="r").attrs.get("n2sr", {}))
+    """Return the ``n2sr`` provenance attributes of an OME-Zarr image ({} if none, or a bare array)."""
+    node = zarr.open(store=os.fspath(path), mode="r")
+    return dict(node.attrs.get("n2sr", {})) if isinstance(node, zarr.Group) else {}
 
 
 def to_tczyx(arr: Any, axes: str) -> Any:

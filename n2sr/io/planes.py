@@ -61,7 +61,7 @@ def select(path: str | os.PathLike[str], captures: Sequence[int] | None = None) 
     path = images.check_exists(path)
     if images.kind_of(path) == "zarr":
         source = images.open_zarr_array(path)
-        sources.check(path, omezarr.read_attrs(path) if _is_group(path) else {})
+        sources.check(path, omezarr.read_attrs(path))
     else:
         source = images.read_image(path)
         if source.ndim == 2:
@@ -87,13 +87,3 @@ def capture_ids(path: str | os.PathLike[str], n: int) -> list[int]:
         if recorded is not None and len(recorded) == n:
             return list(recorded)
     return list(range(n))
-
-
-def _is_group(path: Path) -> bool:
-    """An OME-Zarr group (with attributes), not a bare Zarr array."""
-    import json
-
-    try:
-        return json.loads((path / "zarr.json").read_text()).get("node_type") == "group"
-    except (OSError, ValueError):
-        return False

@@ -50,6 +50,7 @@ from n2sr.nn import tiling
 from n2sr.nn.device import pick_device, resolve_precision
 from n2sr.nn.model import pad_to_multiple
 from n2sr.nn.normalize import Normalizer
+from n2sr.noise import quantize
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """``Tensor (N, 1, h, w) float32 -> Tensor (N, 1, s h, s w) float32``, ``s`` the scale."""
@@ -273,9 +274,8 @@ class Engine:
                 y = self.forward(batch, per_batch)
                 for k, (t, p) in enumerate(chunk):
                     (sy, sx), weight = tiles[t][1], tiles[t][2]
-                    acc[p, sy, sx] += weight * y[k, 0] if weight is not None else y[k, 0]
-        if total is not None:
-            acc /= total
+                    acc[p, sy, sx] += weight * y[k, 0]
+        acc /= total
         return acc[:, : s * h, : s * w]
 
     def _tiling(self, shape: tuple[int, int]) -> tuple[list, torch.Tensor | None]:
@@ -327,10 +327,7 @@ def _by_shape(tiles: list, n: int) -> list[list[tuple[int, int]]]:
 def as_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """float32 intensities in `dtype`: integers rounded half up and clipped to the dtype's range."""
     dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.floor(x.astype(np.float64) + 0.5), info.min, info.max).astype(dtype)
-    return x.astype(dtype, copy=False)
+    return quantize(x, dtype) if np.issubdtype(dtype, np.integer) else x.astype(dtype, copy=False)
 
 
 def _downsample(sr: torch.Tensor, mode: str, origin: tuple[int, int], region: tuple[int, int, int, int],
