@@ -132,8 +132,9 @@ class DenoiseConfig:
         free device memory (whole planes where they fit). A retried job (``attempt`` > 1) uses
         half the size per retry.
     overlap : context each tile and block gets beyond its region, in input pixels, rounded up
-        to 32 by `n2sr.nn.tiling.overlap_pixels`; "exact": the network's receptive field, which
-        makes tiled output equal whole-plane output. The default is the smallest overlap whose
+        to 32 by `n2sr.nn.tiling.overlap_pixels`; "exact": the network's receptive field and
+        deterministic convolutions, which make tiled output equal whole-plane output bit for bit
+        on the CPU, at a cost in time (`n2sr.nn.inference`). The default is the smallest overlap whose
         tiled output stayed within 0.01 dB PSNR of whole-plane output on real FMD planes
         (``benchmarks/results/overlap.md``).
     downsample : how the 2x output returns to the input grid. ``avgpool`` (2x2 mean) is exact
@@ -170,6 +171,9 @@ class DenoiseConfig:
             raise ValueError(f"tile_size must be 'auto' or a positive multiple of {MULTIPLE}, got {tile!r}{hint}")
         if self.overlap != "exact" and (not isinstance(self.overlap, int) or self.overlap < 0):
             raise ValueError(f"overlap must be 'exact' or an integer >= 0, got {self.overlap!r}")
+        if self.overlap == "exact" and self.compile == "always":
+            raise ValueError("overlap 'exact' runs deterministic kernels, which cannot be compiled; "
+                             "use compile 'auto' or 'never'")
         for name, allowed in (("downsample", ("avgpool", "bilinear")), ("dtype", ("float32", "input")),
                               ("compile", ("auto", "always", "never"))):
             if getattr(self, name) not in allowed:

@@ -22,7 +22,7 @@ SMALL = ModelConfig(features=8, final_features=16, unet_out_channels=8, sr_chann
 RF = receptive_field(SMALL)
 NORM = Normalizer(offset=100.0, scale=400.0, mode="meanstd")
 FP32 = dict(device="cpu", precision="fp32")
-EXACT = dict(FP32, overlap="exact")  # tiled == whole up to float rounding
+EXACT = dict(FP32, overlap="exact")  # tiled == whole bit for bit (deterministic kernels, hard cuts)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,9 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+assert_same = np.testing.assert_array_equal  # what `overlap: exact` promises
+
+
 @pytest.mark.parametrize("shape,tile", [((45, 77), 1024), ((45, 77), 32), ((33, 129), 64)])
 def test_shapes_and_dtypes(net, shape, tile: int) -> None:
     plane = plane_of(shape)
@@ -84,12 +87,14 @@ def test_shapes_and_dtypes(net, shape, tile: int) -> None:
 
 @pytest.mark.parametrize("mode,shape,tile", [("avgpool", (40, 700), 64), ("bilinear", (40, 700), 64),
                                              ("avgpool", (420, 420), 192)])
-def test_tiled_equals_whole_plane_with_default_overlap(net, mode: str, shape, tile: int) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiled_equals_whole_plane_bit_for_bit_at_exact_overlap(net, mode: str, shape, tile: int, precision) -> None:
     plane = plane_of(shape)
-    whole = run(net, plane, DenoiseConfig(downsample=mode, **EXACT))
-    tiled = run(net, plane, DenoiseConfig(tile_size=tile, downsample=mode, **EXACT))
-    assert_close(tiled[1], whole[1])
-    assert_close(tiled[0], whole[0])
+    exact = dict(EXACT, precision=precision)
+    whole = run(net, plane, DenoiseConfig(downsample=mode, **exact))
+    tiled = run(net, plane, DenoiseConfig(tile_size=tile, downsample=mode, **exact))
+    assert_same(tiled[1], whole[1])
+    assert_same(tiled[0], whole[0])
 
 
 def test_small_overlap_is_close_but_not_exact(net) -> None:
@@ -161,8 +166,8 @@ def test_zarr_out_of_core_equals_in_memory(net, tmp_path, mode, shape, chunks, s
     denoise_zarr(net, src, dst, cfg, sr_dst=sr_dst, progress=False)
     denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
     reread = zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")
-    assert_close(reread[...], denoised)
-    assert_close(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
+    assert_same(reread[...], denoised)
+    assert_same(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
 
 
 def test_zarr_reads_a_dask_selection_of_captures(net, tmp_path) -> None:
@@ -172,7 +177,7 @@ def test_zarr_reads_a_dask_selection_of_captures(net, tmp_path) -> None:
     cfg = DenoiseConfig(block_size=32, **EXACT)
     denoise_zarr(net, src, dst, cfg, progress=False)
     expected, _ = denoise_array(net, stack[[2, 0]], cfg)
-    assert_close(dst[...], expected)
+    assert_same(dst[...], expected)
 
 
 def test_zarr_lock_free_writes_under_threads(net, tmp_path) -> None:
@@ -185,8 +190,8 @@ def test_zarr_lock_free_writes_under_threads(net, tmp_path) -> None:
     cfg = DenoiseConfig(tile_size=64, block_size=21, **EXACT)
     denoise_zarr(net, src, dst, cfg, sr_dst=sr_dst, progress=False)
     denoised, sr = denoise_array(net, stack, cfg, return_sr=True)
-    assert_close(zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")[...], denoised)
-    assert_close(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
+    assert_same(zarr.open_array(str(tmp_path / "dst.zarr"), mode="r")[...], denoised)
+    assert_same(zarr.open_array(str(tmp_path / "sr.zarr"), mode="r")[...], sr)
 
 
 def test_zarr_batches_planes_and_writes_every_chunk_once(net, tmp_path, capsys) -> None:
@@ -311,8 +316,9 @@ def test_streaming_holds_a_bounded_number_of_blocks(tmp_path, prefetch) -> None:
 
 @pytest.mark.parametrize("overlap", [DenoiseConfig().overlap, "exact"])
 def test_batched_engine_equals_one_tile_at_a_time(net, overlap) -> None:
-    """Tiles of several planes batched per forward pass give the one-tile-at-a-time result, up to
-    float rounding (oneDNN's accumulation order depends on the batch, so not bit for bit)."""
+    """Tiles of several planes batched per forward pass give the one-tile-at-a-time result: bit for
+    bit at `overlap: exact`, up to float rounding otherwise (oneDNN's accumulation order depends
+    on the batch)."""
     stack = plane_of((3, 100, 150))
     settings = dict(tile_size=64, overlap=overlap, **FP32)
     batched = engine(net, DenoiseConfig(**settings))
@@ -320,8 +326,9 @@ def test_batched_engine_equals_one_tile_at_a_time(net, overlap) -> None:
     assert batched.batch_pixels > 9 * 64 * 64 and single.batch_pixels == 1
     got, sr = batched.denoise_array(stack, return_sr=True, progress=False)
     ref, ref_sr = single.denoise_array(stack, return_sr=True, progress=False)
-    assert_close(got, ref)
-    assert_close(sr, ref_sr)
+    check = assert_same if overlap == "exact" else assert_close
+    check(got, ref)
+    check(sr, ref_sr)
 
 
 def test_compiled_mode_feeds_the_network_one_shape(net) -> None:
@@ -336,4 +343,4 @@ def test_compiled_mode_feeds_the_network_one_shape(net) -> None:
     fixed.net = lambda x: (shapes.append(tuple(x.shape)), prepared(x))[1]
     got = fixed.denoise_array(stack, progress=False)[0]
     assert len(set(shapes)) == 1, set(shapes)
-    assert_close(got, engine(net, DenoiseConfig(**settings)).denoise_array(stack, progress=False)[0])
+    assert_same(got, engine(net, DenoiseConfig(**settings)).denoise_array(stack, progress=False)[0])

@@ -15,9 +15,18 @@ that SR output brought back to the input grid. The baselines' plain U-Net (``sca
 the denoised plane itself. Large planes go through as overlapping tiles blended in the output
 space (`n2sr.nn.tiling`).
 
-With the default overlap (the receptive field) and ``downsample="avgpool"`` the result does not
-depend on the tile size or the block a plane region was computed in, beyond float rounding:
-tiles start on the network's pooling grid and only pixels a tile computed exactly are kept.
+With ``overlap: exact`` (the receptive field) the result does not depend on the tile size or
+the block a plane region was computed in, bit for bit on the CPU: tiles start on the network's
+pooling grid, each kept pixel comes unchanged from the one tile that computed it with its whole
+receptive field (`n2sr.nn.tiling`), and the convolutions run in PyTorch's native kernels in
+NCHW, which sum every output pixel in the same order whatever the input shape and batch
+(oneDNN's blocking depends on the shape, about 3e-6 relative in fp32 and more in bf16; NNPACK
+takes over from a batch of 16; the native NHWC kernels differ by an ulp at some widths). That
+costs time: on the project's CPU a 512^2 plane takes 6.4 s in fp32 (which ``precision: auto``
+means in exact mode) against 1.06 s on the default bf16 oneDNN path, so exact mode is for
+checks and reproducibility; the default overlap (32) is within the tolerance measured in
+``benchmarks/results/overlap.md``. On CUDA, exact mode asks cuDNN for deterministic algorithms;
+bitwise equality across tile shapes has not been measured there.
 
 The fast path, chosen by measurement on the project's 2-core AVX512-BF16 CPU
 (``benchmarks/speed.py``, ``benchmarks/results/speed.md``):
@@ -36,9 +45,11 @@ The fast path, chosen by measurement on the project's 2-core AVX512-BF16 CPU
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from typing import Callable, Literal
+import warnings
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -70,18 +81,40 @@ def _nhwc_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.copy_(x)
 
 
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Convolutions that sum each output pixel in the same order for every input shape (CPU:
+    PyTorch's native kernels, neither oneDNN nor NNPACK, whose algorithms depend on the shape
+    and, for NNPACK, on a batch of 16 or more; CUDA: cuDNN's deterministic algorithms)."""
+    if not enabled:
+        yield
+    elif device.type == "cuda":
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+            yield
+    else:
+        with warnings.catch_warnings():  # restoring the flags warns about an Intel-GPU-only setting
+            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+            with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
+                yield
+
+
 def prepare(model: nn.Module, device: torch.device, precision: Literal["bf16", "fp32"],
-            compile: bool | str = False) -> Forward:
+            compile: bool | str = False, deterministic: bool = False) -> Forward:
     """The model's forward at its fastest: ``f(x (N, 1, H, W)) -> float32 (N, 1, sH, sW)``.
 
     The caller's model is never modified (a copy is moved, cast and laid out), so it can keep
     training or be saved afterwards. ``compile``: False eager; True ``torch.compile`` with
     frozen weights; another string is the compile ``mode`` (e.g. "reduce-overhead" for CUDA
-    graphs). Shapes are static: the engine feeds one tile shape per job.
+    graphs). Shapes are static: the engine feeds one tile shape per job. ``deterministic``:
+    `deterministic_kernels` (never compiled: inductor picks its own kernels).
     """
+    if compile and deterministic:
+        raise ValueError("deterministic kernels cannot be compiled; use compile=False")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     net = copy.deepcopy(model).eval().requires_grad_(False)
-    net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    # NHWC is what oneDNN and cuDNN want; the native kernels are deterministic in NCHW only
+    layout = torch.contiguous_format if deterministic else torch.channels_last
+    net = net.to(device=device, dtype=dtype, memory_format=layout)
     if compile:
         if isinstance(compile, str):
             net = torch.compile(net, dynamic=False, mode=compile)
@@ -92,8 +125,9 @@ def prepare(model: nn.Module, device: torch.device, precision: Literal["bf16", "
         if x.ndim != 4:
             raise ValueError(f"expected (N, C, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        xin = _nhwc_input(pad_to_multiple(x.to(device), MULTIPLE), dtype)
-        with torch.inference_mode():
+        xin = pad_to_multiple(x.to(device), MULTIPLE)
+        xin = xin.to(dtype).contiguous() if deterministic else _nhwc_input(xin, dtype)
+        with torch.inference_mode(), deterministic_kernels(device, deterministic):
             y = net(xin)
         return y[..., : y.shape[-2] * h // xin.shape[-2], : y.shape[-1] * w // xin.shape[-1]].float().contiguous()
 
@@ -124,7 +158,10 @@ class Engine:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
         self.cfg, self.scale, self.receptive_field, self.normalizer = cfg, scale, receptive_field, normalizer
         self.device = pick_device(cfg.device)
-        self.precision = resolve_precision(cfg.precision, self.device)
+        self.exact = cfg.overlap == "exact"  # bitwise independent of tiling (see the module docstring)
+        # the native kernels of exact mode are slow in bf16 (16x), so "auto" means fp32 there
+        self.precision = resolve_precision("fp32" if self.exact and cfg.precision == "auto" else cfg.precision,
+                                           self.device)
         self.overlap = tiling.overlap_pixels(cfg.overlap, receptive_field)
         self.batch_pixels = cfg.batch_pixels or self._auto_batch_pixels()
         tile = cfg.tile_size if cfg.tile_size != "auto" else self._auto_tile()
@@ -133,7 +170,7 @@ class Engine:
             if net.training:
                 raise ValueError("the network is in training mode; call .eval() before denoising")
             compile = self.should_compile(job_pixels) and ("reduce-overhead" if cfg.cuda_graphs else True)
-            net = prepare(net, self.device, self.precision, compile)
+            net = prepare(net, self.device, self.precision, compile, deterministic=self.exact)
             # One tile shape per plane size when compiled (one graph); eager, border tiles may be
             # smaller, which saves compute (no recompilation to pay for).
             self.fixed = bool(compile)
@@ -144,7 +181,10 @@ class Engine:
 
     def should_compile(self, job_pixels: int) -> bool:
         """Compile when it pays back: about a minute of compilation against a 1.7x faster network
-        (77 -> 133 Mpx/s eager vs compiled on an H200, issue 12) saves a minute from ~8 Gpx on."""
+        (77 -> 133 Mpx/s eager vs compiled on an H200, issue 12) saves a minute from ~8 Gpx on.
+        Never with ``overlap: exact``, which needs `deterministic_kernels`."""
+        if self.exact:
+            return False
         if self.cfg.compile != "auto":
             return self.cfg.compile == "always"
         return self.device.type == "cuda" and job_pixels >= COMPILE_MIN_PIXELS

@@ -6,13 +6,13 @@ the whole-plane output:
 
 - every core start and overlap is a multiple of `align` (the network's pooling multiple), so
   each tile sees the same pooling grid as the whole plane and interior tiles need no padding;
-- with an overlap of at least the receptive field, the blending weight is 0 closer than the
-  receptive field to a tile border that is not an image border, so only pixels the tile
-  computed exactly contribute.
+- with an overlap of at least the receptive field, tiles meet in a hard cut at the core
+  boundary (weights 0 or 1), so every kept pixel was computed with its whole receptive field
+  and is taken from one tile unchanged: no blending arithmetic to round.
 
-Inside the rest of the overlap, neighbouring tiles cross-fade with raised-cosine ramps that sum
-to 1, so a model that is not exactly shift-invariant (bf16, an overlap smaller than the
-receptive field) leaves no visible seam. Outputs are blended as ``sum(w * out) / sum(w)``.
+With a smaller overlap, neighbouring tiles cross-fade over the whole overlap with raised-cosine
+ramps that sum to 1, so the seam the missing context leaves is not visible. Outputs are blended
+as ``sum(w * out) / sum(w)``.
 """
 
 from __future__ import annotations
@@ -96,11 +96,11 @@ def spans(size: int, tile: int, overlap: int, align: int, receptive_field: int, 
 
     `overlap` must be a multiple of `align` (`overlap_pixels` makes it one), so every span
     starts on the pooling grid.
-    Where two cores meet, both tiles cross-fade over ``overlap - receptive_field`` pixels on
-    either side of the boundary when ``overlap >= receptive_field``: each tile then has weight 0
-    closer than `receptive_field` to its window's edge, where it is not exact, so stitching is
-    exact. A smaller overlap cannot be exact; the whole overlap then cross-fades to hide the seam.
-    Fades never reach past a neighbouring core, so they always fit in both windows.
+    Where two cores meet with ``overlap >= receptive_field``, the cut is hard: each tile keeps
+    its core, which it computed exactly, so stitching is exact (bitwise, given convolutions that
+    sum in the same order for every shape). A smaller overlap cannot be exact; both tiles then
+    cross-fade over `overlap` pixels either side of the boundary to hide the seam. Fades never
+    reach past a neighbouring core, so they always fit in both windows.
     """
     if overlap < 0 or receptive_field < 0:
         raise ValueError(f"overlap ({overlap}) and receptive_field ({receptive_field}) must be >= 0")
@@ -108,7 +108,7 @@ def spans(size: int, tile: int, overlap: int, align: int, receptive_field: int, 
         raise ValueError(f"overlap {overlap} is not a multiple of {align}; round it with overlap_pixels")
     starts = tile_starts(size, tile, align)
     stops = starts[1:] + [size]
-    reach = overlap - receptive_field if overlap >= receptive_field else overlap
+    reach = 0 if overlap >= receptive_field else overlap
     fades = [0] + [min(reach, b - a, c - b) for a, b, c in zip(starts, stops, stops[1:])] + [0]
     if not fixed:
         return [Span(max(0, a - overlap), min(size, b + overlap), a, b, (fades[i], fades[i + 1]))
