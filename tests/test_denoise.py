@@ -10,8 +10,7 @@ import torch.nn.functional as F
 import zarr
 
 from n2sr.config import MULTIPLE, DenoiseConfig, ModelConfig
-from n2sr.io.blocks import check_aligned
-from n2sr.io.blocks import stream_blocks
+from n2sr.io.blocks import check_blocks, stream_blocks
 from n2sr.nn import tiling
 from n2sr.nn.inference import Engine
 from n2sr.nn.model import build_model, receptive_field
@@ -241,14 +240,29 @@ def test_input_dtype_output_is_rounded_and_clipped(tmp_path) -> None:
     assert (dst[...] == 0).all()  # clipped to the dtype's range, not wrapped
 
 
+def blocks_along(axis: int, lengths: list[int], shape: tuple[int, ...]) -> list:
+    """Blocks cutting `shape` along `axis` only, with these lengths."""
+    starts = np.cumsum([0, *lengths])
+    blocks = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        s = [slice(int(a), int(b)) if i == axis else slice(0, n) for i, n in enumerate(shape)]
+        blocks.append((tuple(s[:-2]), s[-2], s[-1]))
+    return blocks
+
+
 def test_misaligned_blocks_are_refused(tmp_path) -> None:
     target = zarr_array(tmp_path, "t.zarr", (2, 40, 100), (1, 8, 50), np.float32, shards=(1, 16, 100))
-    check_aligned([32, 8], target, 1, "dst")  # whole shards, short last block
+    check_blocks(blocks_along(1, [32, 8], target.shape), target, 1, "dst")  # whole shards, short last block
     for lengths, axis in [([8, 32], 1), ([50, 50], 2), ([20, 20], 1)]:  # part shards on y, x, y
-        with pytest.raises(ValueError, match="whole chunks"):
-            check_aligned(lengths, target, axis, "dst")
+        with pytest.raises(ValueError, match="splits a chunk"):
+            check_blocks(blocks_along(axis, lengths, target.shape), target, 1, "dst")
     with pytest.raises(ValueError, match="axis 0"):
-        check_aligned([1, 1], zarr_array(tmp_path, "u.zarr", (2, 40, 100), (2, 8, 50), np.float32), 0, "dst")
+        u = zarr_array(tmp_path, "u.zarr", (2, 40, 100), (2, 8, 50), np.float32)
+        check_blocks(blocks_along(0, [1, 1], u.shape), u, 1, "dst")
+    with pytest.raises(ValueError, match="axis 2"):  # a 2x target: source edge 25 is its 50, but 30 is 60
+        sr = zarr_array(tmp_path, "sr.zarr", (2, 80, 200), (1, 16, 50), np.float32)
+        check_blocks(blocks_along(2, [30, 20], (2, 40, 50)), sr, 2, "sr_dst")
+    check_blocks(blocks_along(2, [25, 25], (2, 40, 50)), sr, 2, "sr_dst")
 
 
 def test_zarr_refuses_targets_that_do_not_fit(net, tmp_path) -> None:

@@ -36,7 +36,8 @@ Block = tuple[tuple[slice, ...], slice, slice]
 
 
 def stream_blocks(src: Any, fn: BlockFn, dst: Any, sr_dst: Any = None, *, context: int, block_size: int,
-                  align: int, prefetch: int = 2, progress: bool = True) -> int:
+                  align: int, prefetch: int = 2, progress: bool = True,
+                  blocks: Sequence[Block] | None = None) -> int:
     """Compute `dst` (and `sr_dst`) block by block from the windows of `src` that `fn` needs.
 
     Parameters
@@ -51,17 +52,31 @@ def stream_blocks(src: Any, fn: BlockFn, dst: Any, sr_dst: Any = None, *, contex
         keep a block within ``block_size**2`` pixels per plane-region times planes.
     align : windows start and end on this grid (the network's pooling multiple).
     prefetch : blocks read ahead and written behind.
+    blocks : only these blocks (a part of a scattered job, `n2sr.io.parts`), each checked to
+        cover whole chunks (shards) of every target before anything is written; default: the
+        whole `block_grid`.
 
-    Returns the number of blocks.
+    Returns the number of blocks computed.
     """
     shape = tuple(src.shape)
-    check_target(dst, shape, "dst")
+    targets = _targets(shape, dst, sr_dst)
+    grid = block_grid(shape, [(_grid(t), scale) for t, scale, _ in targets], block_size)
+    blocks = grid if blocks is None else blocks
+    for target, scale, name in targets:
+        check_blocks(blocks, target, scale, name)
+    _run(blocks, src, fn, [t for t, _, _ in targets], context, align, prefetch, progress)
+    return len(blocks)
+
+
+def block_grid(shape: Sequence[int], grids: Sequence[tuple[Sequence[int], int]], block_size: int) -> list[Block]:
+    """Every block of a stack of `shape`, in order (leading axes outermost, then y, then x).
+
+    `grids` holds the chunk (shard) shape of each target and its scale on y and x (1, or 2 for
+    the super-resolved output); every block edge falls on every target's grid, or at its end.
+    The order is the one parts of a scattered job cut into runs (`n2sr.io.parts`).
+    """
     *lead, ny, nx = shape
-    targets = [(dst, 1, "dst")]
-    if sr_dst is not None:
-        check_target(sr_dst, (*lead, 2 * ny, 2 * nx), "sr_dst")
-        targets.append((sr_dst, 2, "sr_dst"))
-    units = [_unit(axis, targets) for axis in range(len(shape))]
+    units = [_unit(axis, len(shape), grids) for axis in range(len(shape))]
     side_y, side_x = (max(u, block_size // u * u) for u in units[-2:])
     region = min(side_y, ny) * min(side_x, nx)
     planes = max(1, block_size * block_size // region)
@@ -71,12 +86,22 @@ def stream_blocks(src: Any, fn: BlockFn, dst: Any, sr_dst: Any = None, *, contex
         lead_sides.append(side)
         planes = max(1, planes // max(1, min(side, n)))
     edges = [_split(n, side) for n, side in zip(shape, [*lead_sides, side_y, side_x])]
-    for axis, cuts in enumerate(edges):
-        for target, scale, name in targets:
-            check_aligned([c * (scale if axis >= len(lead) else 1) for c in cuts], target, axis, name)
-    blocks = [(tuple(lead_slices), ys, xs) for *lead_slices, ys, xs in itertools.product(*map(_slices, edges))]
-    _run(blocks, src, fn, [t for t, _, _ in targets], context, align, prefetch, progress)
-    return len(blocks)
+    return [(tuple(lead_slices), ys, xs) for *lead_slices, ys, xs in itertools.product(*map(_slices, edges))]
+
+
+def _targets(shape: tuple[int, ...], dst: Any, sr_dst: Any) -> list[tuple[Any, int, str]]:
+    """(array, scale, name) of each output, checked to fit the source's `shape`."""
+    check_target(dst, shape, "dst")
+    *lead, ny, nx = shape
+    targets = [(dst, 1, "dst")]
+    if sr_dst is not None:
+        check_target(sr_dst, (*lead, 2 * ny, 2 * nx), "sr_dst")
+        targets.append((sr_dst, 2, "sr_dst"))
+    return targets
+
+
+def _grid(target: Any) -> tuple[int, ...]:
+    return tuple(target.shards or target.chunks)
 
 
 def _run(blocks: Sequence[Block], src: Any, fn: BlockFn, targets: list, context: int, align: int,
@@ -141,15 +166,13 @@ def _window(start: int, stop: int, size: int, context: int, align: int) -> tuple
     return max(0, (start - context) // align * align), min(size, -(-(stop + context) // align) * align)
 
 
-def _unit(axis: int, targets: list) -> int:
+def _unit(axis: int, ndim: int, grids: Sequence[tuple[Sequence[int], int]]) -> int:
     """Smallest block side along `axis` that covers whole chunks (shards) of every target: a
     target `scale` times larger on y and x needs sides whose `scale` multiple is whole."""
     unit = 1
-    ndim = len(targets[0][0].shape)
-    for target, scale, _ in targets:
-        grid = (target.shards or target.chunks)[axis]
+    for grid, scale in grids:
         factor = scale if axis >= ndim - 2 else 1
-        unit = math.lcm(unit, grid // math.gcd(grid, factor))
+        unit = math.lcm(unit, grid[axis] // math.gcd(grid[axis], factor))
     return unit
 
 
@@ -163,16 +186,18 @@ def _slices(lengths: list[int]) -> list[slice]:
     return [slice(int(a), int(a) + n) for a, n in zip(starts, lengths)]
 
 
-def check_aligned(lengths: Sequence[int], target: Any, axis: int, name: str) -> None:
-    """Refuse blocks unless every block edge along `axis` is a `target` chunk (shard) edge or its end.
-
-    Two blocks sharing a chunk would each read-modify-write it, and one would lose its pixels.
-    """
-    unit, size = (target.shards or target.chunks)[axis], target.shape[axis]
-    edges = np.cumsum(lengths)
-    if any(edge % unit and edge != size for edge in edges):
-        raise ValueError(f"{name}: blocks {tuple(lengths)} along axis {axis} do not cover whole chunks of {unit}; "
-                         "writes would lose data")
+def check_blocks(blocks: Sequence[Block], target: Any, scale: int, name: str) -> None:
+    """Refuse blocks unless each starts and ends on `target`'s chunk (shard) grid or at its end
+    (`scale`: the target's size per source pixel on y and x), so no two writers share a chunk."""
+    grid, shape = _grid(target), tuple(target.shape)
+    ndim = len(shape)
+    for lead, ys, xs in blocks:
+        for axis, s in enumerate((*lead, ys, xs)):
+            factor = scale if axis >= ndim - 2 else 1
+            for edge in (s.start * factor, s.stop * factor):
+                if edge % grid[axis] and edge != shape[axis]:
+                    raise ValueError(f"{name}: a block edge at {edge} on axis {axis} splits a chunk of {grid[axis]}; "
+                                     "writes would lose data")
 
 
 def check_target(arr: Any, shape: tuple[int, ...], name: str) -> None:
