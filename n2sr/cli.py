@@ -164,9 +164,15 @@ def _denoise(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]
     p.add_argument("--sr", type=Path, help="also write the 2x super-resolved image here")
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
     p.add_argument("--attempt", type=int, default=1, help="try number of the job; each retry halves the tile size")
+    _part_option(p, "runs of whole blocks of the same output")
     add_dataclass_options(p, DenoiseConfig)
     return lambda ns: {"model": ns.model, "input": ns.input, "output": ns.output, "cfg": collect(ns, DenoiseConfig),
-                       "captures": ns.captures, "sr": ns.sr, "tiff": ns.tiff, "attempt": ns.attempt}
+                       "captures": ns.captures, "sr": ns.sr, "tiff": ns.tiff, "attempt": ns.attempt, "part": ns.part}
+
+
+def _part_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--part", metavar="STAGE/K",
+                   help=f"one stage of a job scattered over K parts ({what}): prepare/K, k/K (1-based) or gather/K")
 
 
 def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
@@ -189,9 +195,10 @@ def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict
                    help="column added to every row (e.g. configuration=A); repeatable")
     p.add_argument("--method", action="append", default=[],
                    help="method name of each image in order (default: the file stem)")
+    _part_option(p, "runs of whole captures, rows concatenated into --csv by gather/K")
     return lambda ns: {"reference": ns.reference, "images": ns.images, "csv": ns.csv, "data_range": ns.data_range,
-                       "bits": ns.bits,                        "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
-                       "methods": ns.method}
+                       "bits": ns.bits, "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
+                       "methods": ns.method, "part": ns.part}
 
 
 def _crops(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:

@@ -150,6 +150,10 @@ class DenoiseConfig:
     compile : "auto" compiles the network (fixed tile shape, one graph per job) on CUDA for
         jobs of at least 8 gigapixels, where the compile time pays back; "always", "never".
     cuda_graphs : with compile on CUDA, replay CUDA graphs (``mode="reduce-overhead"``).
+    part_size : input pixels per cluster job of a scattered denoise and evaluation: the
+        workflow splits a larger stack into K parts (runs of whole blocks, whole captures for
+        the evaluation; `n2sr.io.parts`) and gathers them; None: one job per stack. The output
+        does not depend on K.
     """
 
     tile_size: int | Literal["auto"] = "auto"
@@ -163,6 +167,7 @@ class DenoiseConfig:
     cuda_graphs: bool = False
     device: str = "auto"
     precision: Precision = "auto"
+    part_size: int | None = None
 
     def __post_init__(self) -> None:
         tile = self.tile_size
@@ -180,3 +185,5 @@ class DenoiseConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.block_size < 1 or self.prefetch < 0 or (self.batch_pixels is not None and self.batch_pixels < 1):
             raise ValueError("block_size and batch_pixels must be >= 1 and prefetch >= 0")
+        if self.part_size is not None and self.part_size < 1:
+            raise ValueError(f"part_size must be >= 1 (pixels) or None, got {self.part_size}")

@@ -101,13 +101,13 @@ def create_image(path: str | os.PathLike[str], shape: Sequence[int], dtype: Any,
     )
 
 
-def open_image(path: str | os.PathLike[str]) -> zarr.Array:
-    """Open an OME-Zarr image read-only and return its full-resolution array.
+def open_image(path: str | os.PathLike[str], mode: str = "r") -> zarr.Array:
+    """Open an OME-Zarr image (read-only unless `mode` says otherwise) and return its full-resolution array.
 
     Follows the first multiscales dataset path (``0`` for n2sr's own images), so
     OME-Zarr images written by other tools also open.
     """
-    group = zarr.open_group(store=os.fspath(path), mode="r")
+    group = zarr.open_group(store=os.fspath(path), mode=mode)
     ome = group.attrs.get("ome", {})
     multiscales = ome.get("multiscales") or group.attrs.get("multiscales")
     name = multiscales[0]["datasets"][0]["path"] if multiscales else "0"
@@ -121,6 +121,12 @@ def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Return the ``n2sr`` provenance attributes of an OME-Zarr image ({} if none, or a bare array)."""
     node = zarr.open(store=os.fspath(path), mode="r")
     return dict(node.attrs.get("n2sr", {})) if isinstance(node, zarr.Group) else {}
+
+
+def write_attrs(path: str | os.PathLike[str], attrs: dict[str, Any]) -> None:
+    """Replace the ``n2sr`` provenance attributes of an OME-Zarr image (with the n2sr version)."""
+    group = zarr.open_group(store=os.fspath(path), mode="r+")
+    group.attrs["n2sr"] = {"n2sr_version": __version__, **attrs}
 
 
 def to_tczyx(arr: Any, axes: str) -> Any:

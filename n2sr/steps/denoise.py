@@ -17,9 +17,9 @@ import numpy as np
 
 from n2sr.config import MULTIPLE, DenoiseConfig, ModelConfig
 from n2sr.errors import InputError
-from n2sr.io import checkpoints, omezarr
-from n2sr.io.atomic import atomic_path
-from n2sr.io.blocks import stream_blocks
+from n2sr.io import checkpoints, omezarr, parts
+from n2sr.io.atomic import atomic_path, sync_tree
+from n2sr.io.blocks import block_grid, stream_blocks
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
@@ -33,15 +33,18 @@ from n2sr.nn.normalize import Normalizer
 def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output: str | os.PathLike[str],
             cfg: DenoiseConfig = DenoiseConfig(), *, captures: Sequence[int] | None = None,
             sr: str | os.PathLike[str] | None = None, tiff: str | os.PathLike[str] | None = None,
-            attempt: int = 1) -> None:
+            attempt: int = 1, part: str | None = None) -> None:
     """Denoise the selected captures of `input` into `output` (TIFF or OME-Zarr by extension).
 
     `sr` also writes the 2x super-resolved image (Noise2SR models only), `tiff` an ImageJ TIFF
     export of the output. `attempt` is the job's try number: a retry uses half the tile side
     per extra attempt (`n2sr.nn.inference.Engine`), so it needs less memory. With
     ``cfg.dtype == "input"`` the outputs keep the input's dtype (rounded half up and clipped).
+    `part` runs one stage of a job scattered over K parts (``prepare/K``, ``k/K``, ``gather/K``;
+    Zarr to Zarr only, `n2sr.io.parts`): the output is bit for bit that of one job.
     """
     check_outputs([model, input], [output, sr, tiff])  # before anything is read or written
+    stage = parts.parse(part) if part is not None else None
     set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
     ckpt = checkpoints.load(model)
     if sr is not None and ckpt["scale"] != 2:
@@ -55,26 +58,46 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     except KeyError as exc:  # a recorded setting lacks a key
         raise InputError(model, f"damaged or foreign checkpoint: no key {exc} in its recorded settings") from None
     selection = select(input, captures)
-    engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
-                    job_pixels=math.prod(selection.shape))
     dtype = np.dtype(np.float32) if cfg.dtype == "float32" else selection.dtype
     attrs = {
         "source": str(selection.path), "captures": selection.captures, "method": ckpt["method"], "model": str(model),
         "model_sha256": ckpt["sha256"], "model_train_config": ckpt.get("train_config"),
-        "denoise_config": asdict(cfg), "attempt": attempt, "tile_size": engine.tile, "overlap_pixels": engine.overlap,
-        "dtype": dtype.name, "versions": versions(),
+        "denoise_config": asdict(cfg), "dtype": dtype.name, "versions": versions(),
     }
     outputs = [Path(output)] + ([Path(sr)] if sr is not None else [])
-    if all(kind_of(p) == "zarr" for p in outputs) and kind_of(selection.path) == "zarr":
+    streamed = all(kind_of(p) == "zarr" for p in outputs) and kind_of(selection.path) == "zarr"
+    if stage is not None and not streamed:
+        raise InputError(output, "--part needs an OME-Zarr input and OME-Zarr outputs")
+    if stage is not None and stage.kind == "prepare":
+        _prepare(output, outputs, selection, dtype, cfg, stage)
+        return
+    if stage is not None and stage.kind == "gather":
+        _gather(output, outputs, attrs, stage, tiff)
+        return
+    engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
+                    job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
+    attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=engine.overlap)
+    fn = lambda planes, window: engine.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
+    stream = dict(context=engine.overlap, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)
+    if stage is not None:  # one part, into the prepared outputs; its marker last
+        dst, *sr_dst = parts.open_partials(output, outputs, stage)
+        grid = block_grid(selection.shape, [(tuple(a.shards or a.chunks), s) for a, s in zip([dst, *sr_dst], (1, 2))],
+                          cfg.block_size)
+        run, (start, stop) = parts.part_blocks(output, stage, grid)
+        stream_blocks(selection, fn, dst, sr_dst[0] if sr_dst else None, blocks=run, **stream)
+        for p in outputs:
+            sync_tree(parts.partial(output, p))
+        parts.write_marker(output, stage, {"blocks": [start, stop], "attempt": attempt, "tile_size": engine.tile,
+                                           "overlap_pixels": engine.overlap})
+        return
+    if streamed:
         with _atomic_all(outputs) as tmps:
             dst = omezarr.create_image(tmps[0], selection.shape, dtype, chunks=selection.source.chunks, attrs=attrs)
             sr_dst = None
             if sr is not None:
-                sr_shape = (*selection.shape[:-2], 2 * selection.shape[-2], 2 * selection.shape[-1])
-                sr_dst = omezarr.create_image(tmps[1], sr_shape, dtype, attrs={**attrs, "kind": "2x super-resolution"})
-            stream_blocks(selection, lambda planes, window: engine.denoise_window(planes, window, sr is not None, dtype),
-                          dst, sr_dst, context=engine.overlap, block_size=cfg.block_size, align=MULTIPLE,
-                          prefetch=cfg.prefetch)
+                sr_dst = omezarr.create_image(tmps[1], _sr_shape(selection.shape), dtype,
+                                              attrs={**attrs, "kind": "2x super-resolution"})
+            stream_blocks(selection, fn, dst, sr_dst, **stream)
         if tiff:
             export_tiff(output, tiff)
         return
@@ -88,6 +111,41 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         write_image(tiff, denoised, attrs=attrs)
 
 
+def _sr_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    return (*shape[:-2], 2 * shape[-2], 2 * shape[-1])
+
+
+def _prepare(output: Path | str, outputs: list[Path], selection, dtype: np.dtype, cfg: DenoiseConfig,
+             stage: parts.Stage) -> None:
+    """Empty partial outputs with the same chunks a single job creates, and the plan of the parts."""
+    grids = parts.denoise_grids(selection.shape, selection.source.chunks, len(outputs) > 1)
+    blocks = block_grid(selection.shape, grids, cfg.block_size)
+    parts.split(len(blocks), stage.count)  # K too large: refused before anything is written
+    parts.clear(output)
+    omezarr.create_image(parts.partial(output, outputs[0]), selection.shape, dtype, chunks=selection.source.chunks)
+    if len(outputs) > 1:
+        omezarr.create_image(parts.partial(output, outputs[1]), _sr_shape(selection.shape), dtype)
+    plan = parts.write_plan(output, stage, blocks)
+    parts.write_marker(output, stage, plan)
+
+
+def _gather(output: Path | str, outputs: list[Path], attrs: dict, stage: parts.Stage,
+            tiff: str | os.PathLike[str] | None) -> None:
+    """Every part done: the final provenance, then the outputs renamed into place, all or none."""
+    records = parts.records(output, stage.count)
+    for key in ("attempt", "tile_size", "overlap_pixels"):
+        values = [r[key] for r in records]
+        attrs[key] = values[0] if len(set(values)) == 1 else values
+    attrs["parts"] = records
+    kinds = [{}, {"kind": "2x super-resolution"}]
+    for p, kind in zip(outputs, kinds):
+        omezarr.write_attrs(parts.partial(output, p), {**attrs, **kind})
+    with _atomic_all(outputs) as tmps:
+        for p, tmp in zip(outputs, tmps):
+            os.replace(parts.partial(output, p), tmp)
+    parts.clear(output)
+    if tiff:
+        export_tiff(output, tiff)
 @contextlib.contextmanager
 def _atomic_all(paths: Sequence[Path]) -> Iterator[list[Path]]:
     """Temporary paths for several outputs, renamed into place only if all were written."""

@@ -1,0 +1,107 @@
+"""Scatter/gather of one stack over K jobs (`n2sr denoise/evaluate --part`, `n2sr.io.parts`):
+K = 1 and K = 4 give the same bytes, the output appears only after every part, and parts whose
+boundaries would not match the prepared outputs are refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from n2sr.cli import main
+from n2sr.io import omezarr, parts
+
+TINY = ["--iterations", "2", "--batch-size", "2", "--patch-size", "32", "--features", "8", "--final-features", "16",
+        "--unet-out-channels", "8", "--sr-channels", "8", "--val-every", "1", "--precision", "fp32", "--device", "cpu"]
+# block_size 111: two 64x96 planes per block (111**2 // (64 * 96) = 2), so a part boundary inside
+# a block would change which planes share a forward pass (oneDNN's results depend on the batch).
+DENOISE = ["--block-size", "111", "--precision", "fp32", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Path:
+    """A trained tiny model, an ingested 8-capture stack and its reference."""
+    d = tmp_path_factory.mktemp("parts")
+    rng = np.random.default_rng(0)
+    clean = (100 + 60 * np.sin(np.arange(64)[:, None] / 6.0) * np.cos(np.arange(96) / 5.0)).astype(np.uint16)
+    tifffile.imwrite(d / "noisy.tif", rng.poisson(clean, size=(8, 64, 96)).astype(np.uint16))
+    tifffile.imwrite(d / "ref.tif", clean)
+    assert main(["train", str(d / "noisy.tif"), "--out", str(d / "m.pt"), *TINY]) == 0
+    assert main(["ingest", str(d / "noisy.tif"), str(d / "noisy.zarr")]) == 0
+    return d
+
+
+def denoise(d: Path, out: str, *extra: str) -> int:
+    return main(["denoise", str(d / "m.pt"), str(d / "noisy.zarr"), str(d / f"{out}.zarr"), "--sr",
+                 str(d / f"{out}.sr.zarr"), "--tiff", str(d / f"{out}.tif"), *DENOISE, *extra])
+
+
+def chunk_files(zarr: Path) -> dict[str, bytes]:
+    """The stored chunks of array 0 (its metadata aside), by key."""
+    return {p.relative_to(zarr).as_posix(): p.read_bytes() for p in sorted((zarr / "0").rglob("*"))
+            if p.is_file() and p.name != "zarr.json"}
+
+
+def test_four_parts_give_the_bytes_of_one_job(stack):
+    d = stack
+    assert denoise(d, "one") == 0
+    assert parts.denoise_count(d / "noisy.zarr", None, part_size=8 * 64 * 96 // 4, block_size=111, sr=True) == 4
+    assert denoise(d, "four", "--part", "prepare/4") == 0
+    for k in (3, 1, 4):  # any order, each a separate job
+        assert denoise(d, "four", "--part", f"{k}/4") == 0
+    assert not (d / "four.zarr").exists()
+    assert denoise(d, "four", "--part", "gather/4") == 1  # part 2 missing: nothing is published
+    assert not (d / "four.zarr").exists() and not (d / "four.sr.zarr").exists() and not (d / "four.tif").exists()
+    assert denoise(d, "four", "--part", "2/4") == 0
+    assert denoise(d, "four", "--part", "gather/4") == 0
+    for name in ("", ".sr"):
+        one, four = d / f"one{name}.zarr", d / f"four{name}.zarr"
+        np.testing.assert_array_equal(omezarr.open_image(one)[...], omezarr.open_image(four)[...])
+        assert chunk_files(one) == chunk_files(four) != {}, name  # the same compressed bytes, chunk by chunk
+    np.testing.assert_array_equal(tifffile.imread(d / "one.tif"), tifffile.imread(d / "four.tif"))
+    attrs, single = omezarr.read_attrs(d / "four.zarr"), omezarr.read_attrs(d / "one.zarr")
+    assert [r["blocks"] for r in attrs["parts"]] == [[0, 1], [1, 2], [2, 3], [3, 4]]
+    assert {k: v for k, v in attrs.items() if k != "parts"} == single
+    assert not parts.folder(d / "four.zarr").exists()  # gather leaves nothing behind
+
+    ref = ["evaluate", "--reference", str(d / "ref.tif"), str(d / "one.zarr"), "--data-range", "255"]
+    assert main([*ref, "--csv", str(d / "one.csv")]) == 0
+    assert parts.evaluate_count(d / "one.zarr", None, part_size=8 * 64 * 96 // 4) == 4
+    for k in (2, 4, 1, 3):
+        assert main([*ref, "--csv", str(d / "four.csv"), "--part", f"{k}/4"]) == 0
+    assert main([*ref, "--csv", str(d / "four.csv"), "--part", "gather/4"]) == 0
+    assert (d / "four.csv").read_bytes() == (d / "one.csv").read_bytes()
+    assert len((d / "one.csv").read_text().splitlines()) == 9
+
+
+def test_misaligned_parts_are_refused_before_anything_is_written(stack, capsys):
+    d = stack
+    assert denoise(d, "bad", "--part", "prepare/5") == 1  # 4 blocks of 2 planes: a part would be empty
+    assert "a part would be empty" in capsys.readouterr().err
+    assert not parts.folder(d / "bad.zarr").exists()
+    assert denoise(d, "bad", "--part", "1/2") == 1  # not prepared
+    assert "run --part prepare/2 first" in capsys.readouterr().err
+    assert denoise(d, "bad", "--part", "prepare/2") == 0
+    prepared = parts.partial(d / "bad.zarr", d / "bad.zarr")
+    plan = json.loads(Path(parts.marker(d / "bad.zarr", "prepare", 2)).read_text())
+    assert plan["blocks"] == 4 and plan["count"] == 2
+    # block_size 64: one plane per block, so part 1 of 2 would be planes 0-3, not blocks 0-1 (planes 0-3 too,
+    # but cut differently): refused, before a chunk is written
+    assert denoise(d, "bad", "--part", "1/2", "--block-size", "64") == 1
+    assert "other block boundaries" in capsys.readouterr().err
+    assert denoise(d, "bad", "--part", "1/3") == 1
+    assert "prepared for 2 parts, not 3" in capsys.readouterr().err
+    assert chunk_files(prepared) == {} and not Path(parts.marker(d / "bad.zarr", 1, 2)).exists()
+
+
+def test_stage_syntax():
+    assert parts.parse("prepare/3") == parts.Stage("prepare", 3)
+    assert parts.parse("2/3") == parts.Stage("part", 3, 2) and str(parts.parse("2/3")) == "2/3"
+    for bad in ("0/3", "4/3", "2", "gather/0", "a/b"):
+        with pytest.raises(ValueError, match="--part"):
+            parts.parse(bad)
+    assert parts.split(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert parts.count(100, 3, 10) == 3 and parts.count(100, 50, 30) == 4 and parts.count(100, 50, None) == 1
