@@ -10,6 +10,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from n2sr.io import parts as scatter
 from n2sr.io.atomic import atomic_path
 from n2sr.io.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
 
@@ -200,6 +201,65 @@ def denoise_options() -> str:
     outputs, see denoise_extra_outputs)."""
     values = {k: v for k, v in config["denoise"].items() if k not in ("write_sr", "write_tiff")}
     return cli_options({"captures": config["test_captures"], **values})
+
+
+PART_SIZE = config["denoise"]["part_size"]  # pixels per job of a scattered stack; None: one job each
+
+
+def stack_parts(wildcards, kind: str) -> int:
+    """K, the jobs the denoise (`kind` "denoise") or evaluation ("evaluate") of a test FOV is
+    scattered over: from the ingested stack's shape (selected captures), read once the ingest
+    checkpoint is done; 1 without denoise.part_size (n2sr/io/parts.py)."""
+    if not PART_SIZE:
+        return 1
+    path = checkpoints.ingest.get(configuration=wildcards.configuration, fov=wildcards.fov).output[0]
+    if kind == "evaluate":
+        return scatter.evaluate_count(path, config["test_captures"], part_size=PART_SIZE)
+    method = getattr(wildcards, "method", "n2sr")
+    return scatter.denoise_count(path, config["test_captures"], part_size=PART_SIZE,
+                                 block_size=config["denoise"]["block_size"], sr="sr" in denoise_extra_outputs(method))
+
+
+def denoised_of(wildcards, method: str | None = None) -> str:
+    method = method or getattr(wildcards, "method", "n2sr")
+    return f"results/denoised/{method}/{wildcards.configuration}/{wildcards.fov}.zarr"
+
+
+def metrics_of(wildcards, method: str | None = None) -> str:
+    method = method or getattr(wildcards, "method", "noisy")
+    return f"results/metrics/{method}/{wildcards.configuration}/{wildcards.fov}.csv"
+
+
+def part_inputs(kind: str):
+    """Input function of a gathering rule (denoise, evaluate): every part's marker or CSV when K > 1."""
+    def inputs(wildcards) -> list[str]:
+        k = stack_parts(wildcards, kind)
+        if k == 1:
+            return []
+        out, suffix = (denoised_of(wildcards), ".json") if kind == "denoise" else (metrics_of(wildcards), ".csv")
+        return [scatter.marker(out, i, k, suffix) for i in range(1, k + 1)]
+
+    return inputs
+
+
+def gather_option(kind: str):
+    """`--part gather/K` for a gathering rule when its stack is scattered, else nothing."""
+    def option(wildcards) -> str:
+        k = stack_parts(wildcards, kind)
+        return f"--part gather/{k}" if k > 1 else ""
+
+    return option
+
+
+def model_of(wildcards) -> str:
+    return os.path.join(model_dir(wildcards.method).format(configuration=wildcards.configuration), "model.pt")
+
+
+def companions(wildcards) -> str:
+    """--sr/--tiff of a denoise part: the final paths of the gathered outputs (not its outputs)."""
+    extra = denoise_extra_outputs(wildcards.method)
+    return cli_options({k: str(v).format(method=wildcards.method, configuration=wildcards.configuration,
+                                         fov=wildcards.fov) for k, v in extra.items()})
 
 
 def attempt(wildcards, attempt: int) -> int:
