@@ -47,14 +47,17 @@ def make_work(work: Path) -> Path:
     """Archive (train FOV 1: 3 x 64x64; test FOV 2: 4 x 128x128 with a clean reference), sheet, config.
 
     100 iterations with a resume state every 10 leave time to kill training after a checkpoint;
-    val_every = checkpoint_every, so a resumed curve equals an uninterrupted one.
+    val_every = checkpoint_every, so a resumed curve equals an uninterrupted one. Denoising blocks
+    of one plane (block_size 128), so a scattered run can cut the test FOV into parts.
     """
     work.mkdir(parents=True, exist_ok=True)
     write_fov(work / "archive", "1", seed=1)
     write_fov(work / "archive", "2", shape=(4, 128, 128), seed=2)
     write_sheet(work / "samples.tsv", [("demo", "1", "archive/1.tif", "", "train"),
                                        ("demo", "2", "archive/2.tif", "archive/2_ref.tif", "test")])
-    write_config(work, tiny_config("samples.tsv", iterations=100, val_every=10, checkpoint_every=10))
+    config = tiny_config("samples.tsv", iterations=100, val_every=10, checkpoint_every=10)
+    config["denoise"]["block_size"] = 128
+    write_config(work, config)
     return work
 
 
@@ -226,3 +229,67 @@ def test_denoise_killed_while_writing_leaves_no_accepted_output(baseline, tmp_pa
     assert run.returncode == 0, run.stdout
     np.testing.assert_array_equal(zarr_array(work / DENOISED), zarr_array(baseline / DENOISED))
     assert (work / "results/metrics/n2sr/demo/2.csv").is_file()
+
+
+# Test-only fault: the first `n2sr denoise --part 3/3` is SIGKILLed once it has written its first
+# chunk (capture 2; it has captures 2 and 3 to do), before its marker.
+KILL_PART_3 = r"""
+n2sr() {
+    if [ "$1" = denoise ] && [[ " $* " == *" --part 3/3 "* ]] && [ ! -e "$N2SR_TEST_KILLED" ]; then
+        touch "$N2SR_TEST_KILLED"
+        command n2sr "$@" &
+        local pid=$!
+        while [ ! -e "$N2SR_TEST_CHUNK" ] && kill -0 $pid 2>/dev/null; do sleep 0.005; done
+        kill -KILL $pid
+        wait $pid
+        return $?
+    fi
+    command n2sr "$@"
+}
+"""
+
+
+def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(baseline, tmp_path):
+    """denoise.part_size: the test FOV (4 one-plane blocks) is denoised by 3 parts and scored by 3
+    parts per image. Part 3 is SIGKILLed mid-write: no output appears, and the rerun redoes part 3
+    alone (parts 1 and 2 keep their chunk files: same inode and mtime). The result equals the
+    single-job run bit for bit, CSVs included."""
+    import yaml
+
+    from n2sr.io import omezarr, parts
+
+    work = copy_run(baseline, tmp_path / "scattered")
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["denoise"]["part_size"] = 128 * 128 * 4 // 3 + 1  # 4 planes of 128x128 in 3 parts
+    write_config(work, config)
+    for rel in (DENOISED, DENOISED.replace(".zarr", ".sr.zarr"), DENOISED.replace(".zarr", ".tif"), "results/metrics",
+                "results/reports"):  # the single job's outputs, so none is there before the gather
+        p = work / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    partial = parts.partial(work / DENOISED, work / DENOISED)
+    hook = tmp_path / "bash_env.sh"
+    hook.write_text(KILL_PART_3)
+    env = {"BASH_ENV": str(hook), "N2SR_TEST_KILLED": str(tmp_path / "killed"),
+           "N2SR_TEST_CHUNK": str(partial / "0/c/2/0/0/0/0")}
+    first = snakemake(work, *ARGS, "--keep-going", extra_env=env)
+    assert first.returncode != 0 and (tmp_path / "killed").exists(), first.stdout
+    run1 = jobs_run(first.stdout)
+    assert sorted(w for r, w in run1 if r == "denoise_part") == [f"method=n2sr, configuration=demo, fov=2, k={k}, K=3"
+                                                           for k in (1, 2, 3)], run1
+    assert not (work / DENOISED).exists()  # the output appears only after every part
+    done = {k: Path(parts.marker(work / DENOISED, k, 3)).exists() for k in (1, 2, 3)}
+    assert done == {1: True, 2: True, 3: False}, done
+    chunks = {p.relative_to(partial).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+              for p in (partial / "0/c").rglob("*") if p.is_file()}
+    assert {"0/c/0/0/0/0/0", "0/c/1/0/0/0/0", "0/c/2/0/0/0/0"} <= set(chunks), chunks
+
+    second = snakemake(work, *ARGS)
+    assert second.returncode == 0, second.stdout
+    run2 = jobs_run(second.stdout)
+    assert [w for r, w in run2 if r.startswith("denoise_")] == ["method=n2sr, configuration=demo, fov=2, k=3, K=3"], run2
+    final = work / DENOISED
+    kept = {c: stamp for c, stamp in chunks.items() if c[len("0/c/"):].startswith(("0/", "1/"))}
+    assert {c: ((final / c).stat().st_ino, (final / c).stat().st_mtime_ns) for c in kept} == kept
+    assert not parts.folder(final).exists() and not parts.folder(work / "results/metrics/n2sr/demo/2.csv").exists()
+    assert [r["blocks"] for r in omezarr.read_attrs(final)["parts"]] == [[0, 1], [1, 2], [2, 4]]
+    assert_same_outputs(baseline / "results", work / "results")
