@@ -6,7 +6,9 @@ started at the end of the session, also when a test fails. The test runs a tiny 
 once locally and once with `--executor slurm --profile profiles/slurm`, checks that every job
 went through SLURM with the profile's and the config's resources (the train job with its GPU
 request, read back with `scontrol show job`) and that both runs wrote the same CSVs with the same
-numbers and the same denoised pixels (seeded, fp32, 2 threads: training is deterministic).
+numbers and the same denoised pixels (seeded, fp32, 2 threads: training is deterministic). The
+SLURM run scatters the test stack (`denoise.part_size`): 3 denoise parts and 3 evaluation parts
+per image, as separate SLURM jobs, against one job each in the local run.
 
 Skipped when N2SR_SKIP_SLURM=1, when not root, or when SLURM cannot be installed or started
 (the reason names the cause); N2SR_REQUIRE_SLURM=1 turns those skips into failures (for CI).
@@ -29,6 +31,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from n2sr.io import omezarr
 from n2sr.io.images import read_image
 from pipeline_helpers import tiny_synthetic_config
 
@@ -112,17 +115,22 @@ def slurm():
 
 # -- the tiny archive ------------------------------------------------------------------------
 
-def write_tiny_run(work: Path) -> None:
+PARTS = 3  # jobs the SLURM run scatters the test stack's denoise and each evaluation over
+
+
+def write_tiny_run(work: Path, part_size: int | None = None) -> None:
     """The end-to-end test's tiny archive (tests/test_workflow.py), sized for a few seconds per job.
 
     fp32 everywhere and an iteration cap far below the time cap: both runs train exactly the
-    same number of steps with the same arithmetic.
+    same number of steps with the same arithmetic. Blocks of one 64x64 plane, three test captures.
     """
     work.mkdir(parents=True)
     config = tiny_synthetic_config(work, "archive")
+    config["test_captures"] = [0, 1, 2]
     config["train"].update(iterations=60, minutes=20, patch_size=32, val_every=30, checkpoint_every=30,
                            precision="fp32", device="auto")
-    config["denoise"].update(tile_size=32, write_sr=True, write_tiff=True, precision="fp32", device="auto")
+    config["denoise"].update(tile_size=32, block_size=64, write_sr=True, write_tiff=True, precision="fp32",
+                             device="auto", part_size=part_size)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -215,7 +223,7 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path, capsys):
 
     local, slurm_work = tmp_path / "local", tmp_path / "slurm"
     write_tiny_run(local)
-    write_tiny_run(slurm_work)
+    write_tiny_run(slurm_work, part_size=64 * 64)  # 3 planes of 64x64 (3 blocks): K = 3
 
     # Both runs at once: the SLURM run spends most of its time in job start-up and status polls,
     # and the results do not depend on timing (iteration cap, fixed threads).
@@ -240,8 +248,14 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path, capsys):
     jobs = submitted_jobs(out)
     local_rules = set(re.findall(r"^(?:local)?rule (\w+):$", local_out, re.M)) - {"all"}
     assert {"train", "denoise", "evaluate", "summarize"} <= local_rules, local_out[-3000:]
-    assert set(jobs) == local_rules, out[-5000:]
+    assert set(jobs) == local_rules | {"denoise_prepare", "denoise_part", "evaluate_part"}, out[-5000:]
     assert not re.search(r"^localrule (?!all:)", out, re.M), out[-5000:]
+    # The scattered stack: prepare, 3 parts and the gathering denoise job; 3 evaluation parts per image.
+    assert (len(jobs["denoise_prepare"]), len(jobs["denoise_part"]), len(jobs["evaluate_part"])) == (1, PARTS, 2 * PARTS)
+    for part in map(scontrol_job, jobs["denoise_part"]):
+        assert part["JobState"] == "COMPLETED" and part["ExitCode"] == "0:0", part
+        assert int(part["NumCPUs"]) == config["denoise"]["threads"], part
+    assert [r["blocks"] for r in omezarr.read_attrs(slurm_work / "results" / IMAGES[0])["parts"]] == [[0, 1], [1, 2], [2, 3]]
 
     # The submitted jobs, read back from slurmctld: partition, CPUs, memory, time and GPUs as the
     # profile (defaults) and the config (train/denoise resources) ask.

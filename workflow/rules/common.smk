@@ -231,7 +231,7 @@ def metrics_of(wildcards, method: str | None = None) -> str:
 
 
 def part_inputs(kind: str):
-    """Input function of a gathering rule (denoise, evaluate): every part's marker or CSV when K > 1."""
+    """Inputs of the gathering jobs (denoise, evaluate), every part's marker or CSV when K > 1."""
     def inputs(wildcards) -> list[str]:
         k = stack_parts(wildcards, kind)
         if k == 1:
