@@ -105,3 +105,24 @@ def test_stage_syntax():
             parts.parse(bad)
     assert parts.split(10, 3) == [(0, 3), (3, 6), (6, 10)]
     assert parts.count(100, 3, 10) == 3 and parts.count(100, 50, 30) == 4 and parts.count(100, 50, None) == 1
+
+
+def test_a_part_syncs_its_own_chunks_only(tmp_path, monkeypatch):
+    """Before its marker, a part fsyncs the chunk files it wrote (a node crash cannot leave a marker
+    without its data), and none of another part's (K parts would sync the whole stack K times)."""
+    from n2sr.io.blocks import block_grid
+
+    shape = (3, 1, 1, 64, 64)
+    dst = omezarr.create_image(tmp_path / "a.zarr", shape, np.float32)
+    sr = omezarr.create_image(tmp_path / "sr.zarr", (3, 1, 1, 128, 128), np.float32, chunks=(1, 1, 1, 64, 64))
+    dst[...], sr[...] = 1.0, 1.0
+    blocks = block_grid(shape, [(dst.chunks, 1), (sr.chunks, 2)], 64)
+    assert len(blocks) == 3
+    synced = []
+    monkeypatch.setattr(parts, "_fsync", lambda p: synced.append(p.relative_to(tmp_path).as_posix()))
+    parts.sync_blocks(tmp_path / "a.zarr", dst, blocks[1:2])
+    assert synced == ["a.zarr/0/c/1/0/0/0/0", "a.zarr/0/c/1/0/0/0"]
+    synced.clear()
+    parts.sync_blocks(tmp_path / "sr.zarr", sr, blocks[2:3], scale=2)  # 2x: four 64x64 chunks per plane
+    assert sorted(synced) == sorted([f"sr.zarr/0/c/2/0/0/{i}/{j}" for i in (0, 1) for j in (0, 1)]
+                                    + ["sr.zarr/0/c/2/0/0/0", "sr.zarr/0/c/2/0/0/1"])

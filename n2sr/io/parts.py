@@ -20,6 +20,7 @@ share a chunk. Evaluation is scattered the same way, by runs of captures, into p
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -163,6 +164,35 @@ def part_blocks(out: str | os.PathLike[str], stage: Stage, blocks: Sequence[Bloc
                                f"cuts {len(blocks)}): block_size, chunks or input differ; rerun prepare")
     start, stop = split(len(blocks), stage.count)[stage.index - 1]
     return list(blocks[start:stop]), (start, stop)
+
+
+def sync_blocks(path: str | os.PathLike[str], array: Any, blocks: Sequence[Block], scale: int = 1) -> None:
+    """fsync the chunk (shard) files `blocks` wrote into array ``0`` of the OME-Zarr `path`
+    (``scale``: the array's size per source pixel on y and x), and their folders: a part's marker
+    then never outlives its data on a node crash, and no part syncs another's chunks. Keys are
+    zarr 3's default ``0/c/i/j/...``; chunks never written (all fill value) have no file."""
+    grid, ndim = tuple(array.shards or array.chunks), len(array.shape)
+    folders = set()
+    for lead, ys, xs in blocks:
+        ranges = []
+        for axis, s in enumerate((*lead, ys, xs)):
+            f = scale if axis >= ndim - 2 else 1
+            ranges.append(range(s.start * f // grid[axis], -(-s.stop * f // grid[axis])))
+        for index in itertools.product(*ranges):
+            chunk = Path(path, "0", "c", *map(str, index))
+            if chunk.is_file():
+                _fsync(chunk)
+                folders.add(chunk.parent)
+    for f in folders:
+        _fsync(f)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_marker(out: str | os.PathLike[str], stage: Stage, record: dict) -> None:

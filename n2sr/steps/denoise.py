@@ -18,7 +18,7 @@ import numpy as np
 from n2sr.config import MULTIPLE, DenoiseConfig, ModelConfig
 from n2sr.errors import InputError
 from n2sr.io import checkpoints, omezarr, parts
-from n2sr.io.atomic import atomic_path, sync_tree
+from n2sr.io.atomic import atomic_path
 from n2sr.io.blocks import block_grid, stream_blocks
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
@@ -85,8 +85,8 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
                           cfg.block_size)
         run, (start, stop) = parts.part_blocks(output, stage, grid)
         stream_blocks(selection, fn, dst, sr_dst[0] if sr_dst else None, blocks=run, **stream)
-        for p in outputs:
-            sync_tree(parts.partial(output, p))
+        for p, array, scale in zip(outputs, [dst, *sr_dst], (1, 2)):
+            parts.sync_blocks(parts.partial(output, p), array, run, scale)
         parts.write_marker(output, stage, {"blocks": [start, stop], "attempt": attempt, "tile_size": engine.tile,
                                            "overlap_pixels": engine.overlap})
         return
