@@ -126,3 +126,21 @@ def test_a_part_syncs_its_own_chunks_only(tmp_path, monkeypatch):
     parts.sync_blocks(tmp_path / "sr.zarr", sr, blocks[2:3], scale=2)  # 2x: four 64x64 chunks per plane
     assert sorted(synced) == sorted([f"sr.zarr/0/c/2/0/0/{i}/{j}" for i in (0, 1) for j in (0, 1)]
                                     + ["sr.zarr/0/c/2/0/0/0", "sr.zarr/0/c/2/0/0/1"])
+
+
+def test_a_single_plane_is_scattered_by_regions(stack):
+    """One plane stored in 32x32 chunks: parts are runs of plane regions, and K = 4 still gives
+    the bytes of one job (each region computed with the same context whatever K is)."""
+    d = stack
+    plane = tifffile.imread(d / "noisy.tif")[0]
+    src = omezarr.create_image(d / "plane.zarr", plane.shape, plane.dtype, chunks=(32, 32))
+    src[0, 0, 0] = plane
+    args = ["denoise", str(d / "m.pt"), str(d / "plane.zarr"), "--block-size", "32", "--precision", "fp32",
+            "--device", "cpu"]
+    assert main([*args[:3], str(d / "p1.zarr"), *args[3:]]) == 0
+    assert parts.denoise_count(d / "plane.zarr", None, part_size=64 * 96 // 4, block_size=32, sr=False) == 4
+    for stage in ("prepare/4", "1/4", "2/4", "3/4", "4/4", "gather/4"):
+        assert main([*args[:3], str(d / "p4.zarr"), *args[3:], "--part", stage]) == 0
+    records = omezarr.read_attrs(d / "p4.zarr")["parts"]
+    assert [r["blocks"] for r in records] == [[0, 1], [1, 3], [3, 4], [4, 6]]  # 6 regions of 32x32, row by row
+    assert chunk_files(d / "p1.zarr") == chunk_files(d / "p4.zarr") != {}
