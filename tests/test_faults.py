@@ -262,8 +262,10 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
     config = yaml.safe_load((work / "config.yaml").read_text())
     config["denoise"]["part_size"] = 128 * 128 * 4 // 3 + 1  # 4 planes of 128x128 in 3 parts
     write_config(work, config)
-    for rel in (DENOISED, DENOISED.replace(".zarr", ".sr.zarr"), DENOISED.replace(".zarr", ".tif"), "results/metrics",
-                "results/reports"):  # the single job's outputs, so none is there before the gather
+    # the single job's denoised outputs and scores, so none is there before the gather; the run
+    # stops at the scores (the reports stay the copied ones: summaries take seconds per job)
+    scores = ["results/metrics/n2sr/demo/2.csv", "results/metrics/noisy/demo/2.csv"]
+    for rel in (DENOISED, DENOISED.replace(".zarr", ".sr.zarr"), DENOISED.replace(".zarr", ".tif"), *scores):
         p = work / rel
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     partial = parts.partial(work / DENOISED, work / DENOISED)
@@ -271,7 +273,7 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
     hook.write_text(KILL_PART_3)
     env = {"BASH_ENV": str(hook), "N2SR_TEST_KILLED": str(tmp_path / "killed"),
            "N2SR_TEST_CHUNK": str(partial / "0/c/2/0/0/0/0")}
-    first = snakemake(work, *ARGS, "--keep-going", extra_env=env)
+    first = snakemake(work, *scores, *ARGS, "--keep-going", extra_env=env)
     assert first.returncode != 0 and (tmp_path / "killed").exists(), first.stdout
     run1 = jobs_run(first.stdout)
     assert sorted(w for r, w in run1 if r == "denoise_part") == [f"method=n2sr, configuration=demo, fov=2, k={k}, K=3"
@@ -283,7 +285,7 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
               for p in (partial / "0/c").rglob("*") if p.is_file()}
     assert {"0/c/0/0/0/0/0", "0/c/1/0/0/0/0", "0/c/2/0/0/0/0"} <= set(chunks), chunks
 
-    second = snakemake(work, *ARGS)
+    second = snakemake(work, *scores, *ARGS)
     assert second.returncode == 0, second.stdout
     run2 = jobs_run(second.stdout)
     assert [w for r, w in run2 if r.startswith("denoise_")] == ["method=n2sr, configuration=demo, fov=2, k=3, K=3"], run2
@@ -292,4 +294,6 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
     assert {c: ((final / c).stat().st_ino, (final / c).stat().st_mtime_ns) for c in kept} == kept
     assert not parts.folder(final).exists() and not parts.folder(work / "results/metrics/n2sr/demo/2.csv").exists()
     assert [r["blocks"] for r in omezarr.read_attrs(final)["parts"]] == [[0, 1], [1, 2], [2, 4]]
-    assert_same_outputs(baseline / "results", work / "results")
+    shutil.rmtree(work / "results/reports/partial")  # the failed first run's partial summary (config/README.md)
+    compared = assert_same_outputs(baseline / "results", work / "results")
+    assert {DENOISED[len("results/"):], "denoised/n2sr/demo/2.tif", *(c[len("results/"):] for c in scores)} <= set(compared)
