@@ -222,7 +222,7 @@ class Engine:
         """
         origin, (y0, x0, y1, x1), shape = window
         oy, ox = origin
-        out = self.predict(self._to_device(planes))
+        out = self.predict_ensemble(self._to_device(planes))
         denoised = self._raw(self._to_input_grid(out, origin, (y0, x0, y1, x1), shape), dtype)
         sr = None
         if return_sr and self.scale == 2:
@@ -286,6 +286,20 @@ class Engine:
             y0, x0, y1, x1 = region
             return out[:, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
         return _downsample(out, self.cfg.downsample, origin, region, shape)
+
+    def predict_ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """`predict`, or with ``ensemble: 8`` the mean of its outputs for the 8 flips and 90-degree
+        rotations of the planes, each turned back (the 2x output, before downsampling)."""
+        if self.cfg.ensemble == 1:
+            return self.predict(x)
+        total = None
+        for turns in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x, turns, (1, 2))
+                out = self.predict((view.flip(2) if flip else view).contiguous())
+                out = torch.rot90(out.flip(2) if flip else out, -turns, (1, 2))
+                total = out.clone() if total is None else total.add_(out)
+        return total.div_(8)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(n, h, w)`` on the device -> the network output ``(n, s h, s w)`` float32, tiled.
