@@ -79,10 +79,15 @@ def measure() -> list[dict]:
     return rows
 
 
-def train(rho: float, iterations: int, strides: list[str], reference: str, seed: int) -> list[dict]:
+def train(rho: float, iterations: int, strides: list[str], reference: str, seed: int, real: bool) -> list[dict]:
+    """``real``: FMD's own first capture of `reference` instead of synthetic noise (rho is then unused)."""
     torch.set_num_threads(1)
     ref = _png(DATA / "fmd" / reference / "gt" / "1" / "avg50.png")
-    noisy = correlated_poisson_gaussian(ref, paper_noise_model(30, 2), rho, np.random.default_rng(seed))
+    if real:
+        noisy = _png(sorted((DATA / "fmd" / reference / "raw" / "1").glob("*.png"))[0])
+        rho = f"FMD {reference} capture"
+    else:
+        noisy = correlated_poisson_gaussian(ref, paper_noise_model(30, 2), rho, np.random.default_rng(seed))
     rows = [{"rho": rho, "method": "noisy", "psnr": psnr(ref, noisy, 255)}]
     t0 = time.process_time()
     rows.append({"rho": rho, "method": "bm3d", "psnr": psnr(ref, bm3d_denoise(noisy), 255),
@@ -114,10 +119,13 @@ def main() -> None:
     p.add_argument("--strides", default="2,auto")
     p.add_argument("--reference", default="Confocal_BPAE_B")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", action="store_true", help="FMD's real capture of --reference, not synthetic noise")
     p.add_argument("--out", default=None)
     a = p.parse_args()
-    rows = measure() if a.part == "measure" else train(a.rho, a.iterations, a.strides.split(","), a.reference, a.seed)
-    out = Path(a.out) if a.out else OUT / f"noise_correlation_{a.part}{'' if a.part == 'measure' else f'_rho{a.rho}'}.json"
+    rows = measure() if a.part == "measure" else train(a.rho, a.iterations, a.strides.split(","), a.reference, a.seed,
+                                                           a.real)
+    tag = "" if a.part == "measure" else f"_{a.reference}_real" if a.real else f"_rho{a.rho}"
+    out = Path(a.out) if a.out else OUT / f"noise_correlation_{a.part}{tag}.json"
     out.write_text(json.dumps(rows, indent=1))
     for r in rows:
         print(r)

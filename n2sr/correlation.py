@@ -28,10 +28,13 @@ import numpy as np
 from scipy import ndimage
 
 STRIDES = (2, 3, 4)
-# Thresholds on the single-image lag-1 estimate, which reads 0.04-0.14 too high on white noise
-# over textured FMD references (signal left in the residual) and within 0.02 at 0.6
-# (benchmarks/results/noise_correlation.md).
-STRIDE_THRESHOLDS = ((0.2, 2), (0.45, 3))  # (lag-1 correlation below, stride); above all: 4
+# Thresholds on the single-image estimate (benchmarks/results/noise_correlation.md). Its lag-1
+# value reads 0.04-0.15 too high on white noise over textured FMD references (signal left in the
+# residual), within 0.03 at 0.3 and 0.6 on most. Measured on one FMD reference at equal
+# iterations: stride 3 beats 2 by 2.4 dB at lag-1 correlation 0.3 and by 6.2 dB at 0.6, and beats
+# stride 4 by 0.9 dB at 0.6 (lag 2: 0.12), so 4 is kept for noise still correlated two pixels apart.
+LAG1_THRESHOLD = 0.2  # stride 2 below this lag-1 correlation
+LAG2_THRESHOLD = 0.25  # stride 4 from this lag-2 correlation (not measured: no such noise was tested)
 _WINDOW = 7
 _LAGS = [(dy, dx) for dy in range(0, 3) for dx in range(-2, 3) if (dy, dx) > (0, 0)] + [(0, 0)]
 """Half of the lags ``|dy|, |dx| <= 2`` (the other half by symmetry), and lag 0."""
@@ -127,11 +130,10 @@ def choose_stride(corr: Autocorrelation) -> int:
     """The sub-sampler stride for a measured noise autocorrelation (`n2sr.nn.decorrelate`).
 
     Stride ``s`` puts a cell's target pixels ``s - 1`` pixels from its input pixel: 2 (the paper's
-    2x2 cells) while neighbours are nearly independent, 3 for moderate correlation (the
-    correlation two pixels apart is then small), else 4 (`STRIDE_THRESHOLDS` on the lag-1
-    correlation; lag 2 itself is estimated less reliably from one plane).
+    2x2 cells) while neighbours are nearly independent (lag-1 correlation < `LAG1_THRESHOLD`),
+    else 3, or 4 when pixels two apart still correlate (lag 2 >= `LAG2_THRESHOLD`). A wider
+    stride costs resolution (`n2sr.nn.decorrelate`), so it is taken only where the noise needs it.
     """
-    for limit, stride in STRIDE_THRESHOLDS:
-        if corr.lag1 < limit:
-            return stride
-    return STRIDES[-1]
+    if corr.lag1 < LAG1_THRESHOLD:
+        return 2
+    return 4 if corr.lag2 >= LAG2_THRESHOLD else 3

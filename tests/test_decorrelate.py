@@ -9,6 +9,7 @@ import pytest
 import tifffile
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from n2sr.config import DenoiseConfig, ModelConfig, TrainConfig
 from n2sr.correlation import choose_stride, estimate_autocorrelation, noise_autocorrelation
@@ -64,9 +65,12 @@ def test_single_image_estimate_matches_the_reference_based_one(rho):
 def test_auto_picks_2_on_white_noise_and_wider_on_correlated_noise():
     assert choose_stride(estimate_autocorrelation(noisy(0.0))) == 2
     assert choose_stride(estimate_autocorrelation(noisy(0.3))) == 3
-    assert choose_stride(estimate_autocorrelation(noisy(0.6))) == 4
+    assert choose_stride(estimate_autocorrelation(noisy(0.6))) == 3
+    # a 5-tap box filter: lag 1 0.8, lag 2 0.6 -> pixels two apart are still correlated
+    wide = ndimage.uniform_filter(np.random.default_rng(0).normal(size=(256, 256)), 5)
+    assert choose_stride(estimate_autocorrelation(wide)) == 4
     stride, corr = resolve_stride("auto", [noisy(0.6, seed=s).astype(np.float32) for s in range(2)])
-    assert stride == 4 and corr.lag1 == pytest.approx(0.6, abs=0.03)
+    assert stride == 3 and corr.lag1 == pytest.approx(0.6, abs=0.03)
     assert resolve_stride(3, [FLAT]) == (3, None)
 
 
@@ -143,7 +147,7 @@ def test_checkpoint_records_the_auto_stride_and_denoise_honours_it(tmp_path):
     plane = np.clip(noisy(0.6)[:256, :256], 0, 255).astype(np.float32)
     train_planes([plane], tmp_path / "m.pt", cfg, progress=False)
     ckpt = checkpoints.load(tmp_path / "m.pt")
-    assert ckpt["stride"] == 4 and ckpt["stride_choice"]["requested"] == "auto"
+    assert ckpt["stride"] == 3 and ckpt["stride_choice"]["requested"] == "auto"
     assert ckpt["stride_choice"]["estimate"]["lag1"] == pytest.approx(0.6, abs=0.05)
     tifffile.imwrite(tmp_path / "in.tif", plane)
     denoise(tmp_path / "m.pt", tmp_path / "in.tif", tmp_path / "out.tif", DenoiseConfig(device="cpu"))
