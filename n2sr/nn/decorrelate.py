@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, estimate_autocorrelation
 from n2sr.nn.inference import Engine, Window, as_dtype
 
+AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable
+
 
 def factor(stride: int) -> int:
     """PD factor of a sub-sampler stride: the distance between a cell's input and target pixels."""
@@ -43,11 +45,13 @@ def factor(stride: int) -> int:
 
 def resolve_stride(stride: int | str, planes: Sequence[np.ndarray]) -> tuple[int, Autocorrelation | None]:
     """``"auto"``: the stride `choose_stride` picks from the planes' single-image noise estimate
-    (the median over planes of each coefficient); an integer is checked and kept."""
+    (the median over up to `AUTO_PLANES` evenly spread planes of each coefficient); an integer is
+    checked and kept."""
     if stride != "auto":
         factor(int(stride))
         return int(stride), None
-    ests = [estimate_autocorrelation(np.asarray(p).reshape(-1, *p.shape[-2:])[0]) for p in planes]
+    sample = planes[:: max(1, len(planes) // AUTO_PLANES)][:AUTO_PLANES]
+    ests = [estimate_autocorrelation(np.asarray(p).reshape(-1, *p.shape[-2:])[0]) for p in sample]
     corr = Autocorrelation(*np.median(np.array(ests), axis=0).tolist())
     return choose_stride(corr), corr
 

@@ -6,7 +6,7 @@ needs. The loss is always the masked mean squared error (`n2sr.nn.subsample.comp
 
 | method | input | target | mask | network |
 |---|---|---|---|---|
-| n2sr | half-size sub-sample (`subsample`) | the batch | 3 unseen pixels per 2x2 cell | U-Net + 2x SR head |
+| n2sr | half-size sub-sample (`subsample`; stride 3/4: of a PD sub-image, `n2sr.nn.decorrelate`) | the batch | 3 unseen pixels per 2x2 cell | U-Net + 2x SR head |
 | n2v | blind spots replaced by neighbours (`n2v_mask`) | the batch | blind spots | U-Net |
 | n2s | grid phase replaced by donut mean (`n2s_mask`) | the batch | grid phase | U-Net |
 | n2n | one capture of a pair | the other capture | all pixels | U-Net |
