@@ -13,7 +13,9 @@ from scipy import ndimage
 
 from n2sr.config import DenoiseConfig, ModelConfig, TrainConfig
 from n2sr.correlation import choose_stride, estimate_autocorrelation, noise_autocorrelation
-from n2sr.io import checkpoints
+from n2sr.cli import main
+from n2sr.errors import InputError
+from n2sr.io import checkpoints, omezarr
 from n2sr.nn.decorrelate import Decorrelated, merge, random_phase, resolve_stride, split
 from n2sr.nn.inference import Engine
 from n2sr.nn.normalize import Normalizer
@@ -153,6 +155,13 @@ def test_checkpoint_records_the_auto_stride_and_denoise_honours_it(tmp_path):
     denoise(tmp_path / "m.pt", tmp_path / "in.tif", tmp_path / "out.tif", DenoiseConfig(device="cpu"))
     out = tifffile.imread(tmp_path / "out.tif")
     assert out.shape == plane.shape and np.isfinite(out).all()
+    # the streamed Zarr path (blocks of 128^2 with context) gives what the in-memory path gives
+    assert main(["ingest", str(tmp_path / "in.tif"), str(tmp_path / "in.zarr")]) == 0
+    denoise(tmp_path / "m.pt", tmp_path / "in.zarr", tmp_path / "out.zarr", DenoiseConfig(device="cpu", block_size=128))
+    streamed = omezarr.open_image(tmp_path / "out.zarr")[...].reshape(plane.shape)
+    np.testing.assert_allclose(streamed, out, atol=0.5)
+    with pytest.raises(InputError, match="no 2x output"):
+        denoise(tmp_path / "m.pt", tmp_path / "in.tif", tmp_path / "o2.tif", sr=tmp_path / "sr.tif")
 
 
 def test_add_noise_draws_correlated_copies_and_checks_the_correlation(tmp_path):
