@@ -65,6 +65,7 @@ class TrainConfig:
     val_every: int = 100
     val_patches: int = 32
     checkpoint_every: int = 100
+    stride: int | Literal["auto"] = 2
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -76,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
+        if self.stride not in ("auto", 2, 3, 4):  # n2sr.nn.decorrelate; 2 is the paper's 2x2 sub-sampler
+            raise ValueError(f"stride must be 'auto', 2, 3 or 4, got {self.stride!r}")
         if self.normalization not in ("range", "meanstd"):
             raise ValueError(f"normalization must be 'range' or 'meanstd', not {self.normalization!r}")
 

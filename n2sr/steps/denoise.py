@@ -24,6 +24,7 @@ from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
+from n2sr.nn.decorrelate import Decorrelated
 from n2sr.nn.device import set_threads
 from n2sr.nn.inference import Engine, as_dtype
 from n2sr.nn.model import from_state, receptive_field
@@ -44,6 +45,9 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     check_outputs([model, input], [output, sr, tiff])  # before anything is read or written
     set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
     ckpt = checkpoints.load(model)
+    stride = ckpt.get("stride", 2)  # checkpoints before the stride setting: the 2x2 sub-sampler
+    if sr is not None and stride != 2:
+        raise InputError(model, f"was trained with stride {stride} (PD sub-images): no 2x output; drop --sr")
     if sr is not None and ckpt["scale"] != 2:
         raise InputError(model, f"is a {ckpt['method']} model (same-size U-Net) without a 2x output; drop --sr")
     try:
@@ -57,11 +61,13 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     selection = select(input, captures)
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))
+    runner = engine if stride == 2 else Decorrelated(engine, stride)  # the checkpoint's stride, honoured
+    context = engine.overlap if stride == 2 else runner.context
     dtype = np.dtype(np.float32) if cfg.dtype == "float32" else selection.dtype
     attrs = {
         "source": str(selection.path), "captures": selection.captures, "method": ckpt["method"], "model": str(model),
         "model_sha256": ckpt["sha256"], "model_train_config": ckpt.get("train_config"),
-        "denoise_config": asdict(cfg), "attempt": attempt, "tile_size": engine.tile, "overlap_pixels": engine.overlap,
+        "denoise_config": asdict(cfg), "attempt": attempt, "tile_size": engine.tile, "overlap_pixels": context, "stride": stride,
         "dtype": dtype.name, "versions": versions(),
     }
     outputs = [Path(output)] + ([Path(sr)] if sr is not None else [])
@@ -72,13 +78,13 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
             if sr is not None:
                 sr_shape = (*selection.shape[:-2], 2 * selection.shape[-2], 2 * selection.shape[-1])
                 sr_dst = omezarr.create_image(tmps[1], sr_shape, dtype, attrs={**attrs, "kind": "2x super-resolution"})
-            stream_blocks(selection, lambda planes, window: engine.denoise_window(planes, window, sr is not None, dtype),
-                          dst, sr_dst, context=engine.overlap, block_size=cfg.block_size, align=MULTIPLE,
+            stream_blocks(selection, lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype),
+                          dst, sr_dst, context=context, block_size=cfg.block_size, align=MULTIPLE,
                           prefetch=cfg.prefetch)
         if tiff:
             export_tiff(output, tiff)
         return
-    denoised, sr_arr = engine.denoise_array(selection.read(), return_sr=sr is not None)
+    denoised, sr_arr = runner.denoise_array(selection.read(), return_sr=sr is not None)
     if dtype != np.float32:
         denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
     write_image(output, denoised, attrs=attrs)
