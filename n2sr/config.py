@@ -65,6 +65,7 @@ class TrainConfig:
     val_every: int = 100
     val_patches: int = 32
     checkpoint_every: int = 100
+    stride: int | Literal["auto"] = 2
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -76,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
+        if self.stride not in ("auto", 2, 3, 4):  # n2sr.nn.decorrelate; 2 is the paper's 2x2 sub-sampler
+            raise ValueError(f"stride must be 'auto', 2, 3 or 4, got {self.stride!r}")
         if self.normalization not in ("range", "meanstd"):
             raise ValueError(f"normalization must be 'range' or 'meanstd', not {self.normalization!r}")
 
@@ -150,6 +153,9 @@ class DenoiseConfig:
     compile : "auto" compiles the network (fixed tile shape, one graph per job) on CUDA for
         jobs of at least 8 gigapixels, where the compile time pays back; "always", "never".
     cuda_graphs : with compile on CUDA, replay CUDA graphs (``mode="reduce-overhead"``).
+    ensemble : 1, or 8: average the outputs for the 8 flips and 90-degree rotations of the input
+        (self-ensemble) at 8x the cost. Measured on held-out FMD frames it gains only 0.07-0.09 dB
+        (issue 13), so it is off by default.
     part_size : input pixels per cluster job of a scattered denoise and evaluation: the
         workflow splits a larger stack into K parts (runs of whole blocks, whole captures for
         the evaluation; `n2sr.io.parts`) and gathers them; None: one job per stack. The output
@@ -165,6 +171,7 @@ class DenoiseConfig:
     dtype: Literal["float32", "input"] = "float32"
     compile: Literal["auto", "always", "never"] = "auto"
     cuda_graphs: bool = False
+    ensemble: Literal[1, 8] = 1
     device: str = "auto"
     precision: Precision = "auto"
     part_size: int | None = None
@@ -183,6 +190,8 @@ class DenoiseConfig:
                               ("compile", ("auto", "always", "never"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.ensemble not in (1, 8):
+            raise ValueError(f"ensemble must be 1 or 8, not {self.ensemble!r}")
         if self.block_size < 1 or self.prefetch < 0 or (self.batch_pixels is not None and self.batch_pixels < 1):
             raise ValueError("block_size and batch_pixels must be >= 1 and prefetch >= 0")
         if self.part_size is not None and self.part_size < 1:

@@ -358,3 +358,43 @@ def test_compiled_mode_feeds_the_network_one_shape(net) -> None:
     got = fixed.denoise_array(stack, progress=False)[0]
     assert len(set(shapes)) == 1, set(shapes)
     assert_same(got, engine(net, DenoiseConfig(**settings)).denoise_array(stack, progress=False)[0])
+
+
+def _blur_upsample_net(x: torch.Tensor) -> torch.Tensor:
+    """A network equivariant to flips and 90-degree rotations by construction: nearest 2x
+    upsampling, then a blur with a kernel of the square's symmetry."""
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=x.device) / 16
+    return F.conv2d(upsample_net(x), kernel[None, None], padding=1)
+
+
+def test_ensemble_of_an_equivariant_model_equals_its_single_pass() -> None:
+    plane = plane_of((64, 96))  # a multiple of 32: no bottom/right padding to break the symmetry
+    single = engine(_blur_upsample_net, DenoiseConfig(**FP32), receptive_field=2).denoise_plane(plane, True)
+    eight = engine(_blur_upsample_net, DenoiseConfig(ensemble=8, **FP32), receptive_field=2).denoise_plane(plane, True)
+    assert not np.allclose(single[0], plane)  # the blur does something
+    for a, b in zip(eight, single):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-4)
+
+
+def test_ensemble_averages_the_eight_flips_and_rotations(net) -> None:
+    """With a network that is not equivariant, `ensemble: 8` is the mean of the single passes over
+    the 8 transformed planes, each turned back, and differs from one pass."""
+    plane = plane_of((64, 96))
+    cfg = dict(tile_size=64, **EXACT)
+    got, got_sr = engine(net, DenoiseConfig(ensemble=8, **cfg)).denoise_plane(plane, return_sr=True)
+    one = engine(net, DenoiseConfig(**cfg))
+    outs, srs = [], []
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(plane, turns)
+            d, s = one.denoise_plane(np.ascontiguousarray(view[:, ::-1] if flip else view), return_sr=True)
+            outs.append(np.rot90(d[:, ::-1] if flip else d, -turns))
+            srs.append(np.rot90(s[:, ::-1] if flip else s, -turns))
+    assert_close(got, np.mean(outs, axis=0))
+    assert_close(got_sr, np.mean(srs, axis=0))
+    assert not np.allclose(got, outs[0], rtol=0, atol=1e-3 * np.abs(got).max())
+
+
+def test_ensemble_is_one_or_eight() -> None:
+    with pytest.raises(ValueError, match="ensemble must be 1 or 8"):
+        DenoiseConfig(ensemble=4)

@@ -103,12 +103,14 @@ def test_dry_run_of_the_synthetic_noise_experiment(tmp_path):
                     "--configfile", "config/synthetic.yaml", "config/baselines.yaml")
     assert run.returncode == 0, run.stdout
     counts = job_counts(run.stdout)
-    assert counts["add_noise"] == 3 and "synth" not in counts, counts
-    assert counts["train"] == 3 and counts["train_baseline"] == 3 * 3, counts  # n2v, n2s, n2n per noise model
+    assert counts["add_noise"] == 5 and "synth" not in counts, counts
+    assert counts["train"] == 5 and counts["train_baseline"] == 5 * 3, counts  # n2v, n2s, n2n per noise model
     commands = [line for line in run.stdout.splitlines() if "n2sr add-noise " in line]
-    assert len(commands) == 3, commands
+    assert len(commands) == 5, commands
     for command, noise in zip(sorted(commands, key=lambda c: c.split("--noise ")[1]),
-                              ("gaussian_s15:sigma=15", "poisson_gaussian_l15_s5:lam=15,sigma=5", "poisson_l20:lam=20")):
+                              ("correlated_l30_s2_c03:lam=30,sigma=2,correlation=0.3",
+                               "correlated_l30_s2_c06:lam=30,sigma=2,correlation=0.6",
+                               "gaussian_s15:sigma=15", "poisson_gaussian_l15_s5:lam=15,sigma=5", "poisson_l20:lam=20")):
         assert command.startswith("Shell command: n2sr add-noise resources/fmd_synthetic_noise --reference "), command
         assert command.count("--reference ") == 16 + 2 + 4, command  # Confocal_BPAE_B 1-18, four other FOV 1s
         assert command.count("--noise ") == 1 and f"--noise {noise} " in command, command

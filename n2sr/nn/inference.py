@@ -59,6 +59,7 @@ from tqdm import tqdm
 from n2sr.config import MULTIPLE, DenoiseConfig
 from n2sr.nn import tiling
 from n2sr.nn.device import pick_device, resolve_precision
+from n2sr.nn.downsample import downsample
 from n2sr.nn.model import pad_to_multiple
 from n2sr.nn.normalize import Normalizer
 from n2sr.noise import quantize
@@ -222,7 +223,7 @@ class Engine:
         """
         origin, (y0, x0, y1, x1), shape = window
         oy, ox = origin
-        out = self.predict(self._to_device(planes))
+        out = self.predict_ensemble(self._to_device(planes))
         denoised = self._raw(self._to_input_grid(out, origin, (y0, x0, y1, x1), shape), dtype)
         sr = None
         if return_sr and self.scale == 2:
@@ -281,11 +282,25 @@ class Engine:
 
     def _to_input_grid(self, out: torch.Tensor, origin: tuple[int, int], region: tuple[int, int, int, int],
                        shape: tuple[int, int]) -> torch.Tensor:
-        """`region` of the planes from the network output `out` of the window at `origin` (see `_downsample`)."""
+        """`region` of the planes from the network output `out` of the window at `origin` (see `n2sr.nn.downsample`)."""
         if self.scale == 1:
             y0, x0, y1, x1 = region
             return out[:, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
-        return _downsample(out, self.cfg.downsample, origin, region, shape)
+        return downsample(out, self.cfg.downsample, origin, region, shape)
+
+    def predict_ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """`predict`, or with ``ensemble: 8`` the mean of its outputs for the 8 flips and 90-degree
+        rotations of the planes, each turned back (the 2x output, before downsampling)."""
+        if self.cfg.ensemble == 1:
+            return self.predict(x)
+        total = None
+        for turns in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x, turns, (1, 2))
+                out = self.predict((view.flip(2) if flip else view).contiguous())
+                out = torch.rot90(out.flip(2) if flip else out, -turns, (1, 2))
+                total = out.clone() if total is None else total.add_(out)
+        return total.div_(8)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(n, h, w)`` on the device -> the network output ``(n, s h, s w)`` float32, tiled.
@@ -368,49 +383,3 @@ def as_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """float32 intensities in `dtype`: integers rounded half up and clipped to the dtype's range."""
     dtype = np.dtype(dtype)
     return quantize(x, dtype) if np.issubdtype(dtype, np.integer) else x.astype(dtype, copy=False)
-
-
-def _downsample(sr: torch.Tensor, mode: str, origin: tuple[int, int], region: tuple[int, int, int, int],
-                shape: tuple[int, int]) -> torch.Tensor:
-    """Bring part of a 2x output back to the input grid, as if the whole plane were downsampled.
-
-    Parameters
-    ----------
-    sr : Tensor (n, 2h, 2w) float32, the 2x output of the input window starting at `origin` (y, x).
-    region : ``(y0, x0, y1, x1)`` of the plane to produce, inside the window.
-    shape : ``(Y, X)`` of the whole plane; bilinear sample positions depend on it.
-
-    Returns
-    -------
-    Tensor (n, y1 - y0, x1 - x0) float32
-
-    Both modes are a separable two-tap interpolation: ``avgpool`` takes the mean of pixels
-    ``2i`` and ``2i + 1``; ``bilinear`` samples ``i * (2n - 1) / (n - 1)`` (align_corners=True,
-    so it stretches the plane and is not shift-invariant: the positions are those of the whole
-    plane, not of the window, which keeps out-of-core blocks equal to one whole-plane call).
-    """
-    y0, x0, y1, x1 = region
-    if mode == "avgpool":  # the same two taps as strided views: no gather, same arithmetic
-        out = sr[:, 2 * (y0 - origin[0]):2 * (y1 - origin[0]), 2 * (x0 - origin[1]):2 * (x1 - origin[1])]
-        out = torch.add(out[:, 0::2].mul(0.5), out[:, 1::2], alpha=0.5)  # 0.5 a + 0.5 b, rounded once
-        return torch.add(out[:, :, 0::2].mul(0.5), out[:, :, 1::2], alpha=0.5)
-    out = sr
-    for axis, (start, stop, size, offset) in ((1, (y0, y1, shape[0], origin[0])), (2, (x0, x1, shape[1], origin[1]))):
-        lo, frac = _taps(start, stop, size, mode)
-        lo = torch.from_numpy(lo - 2 * offset).to(sr.device)
-        hi = torch.clamp(lo + 1, max=out.shape[axis] - 1)
-        frac = torch.from_numpy(frac).to(sr.device).reshape((-1, 1) if axis == 1 else (1, -1))
-        out = (1 - frac) * out.index_select(axis, lo) + frac * out.index_select(axis, hi)
-    return out
-
-
-def _taps(start: int, stop: int, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Lower 2x index and weight of the upper one for outputs ``[start, stop)`` of an axis of `size`."""
-    index = np.arange(start, stop)
-    if mode == "avgpool":
-        return 2 * index, np.full(index.shape, 0.5, np.float32)
-    # float32 arithmetic as in PyTorch's CPU kernel, so the result matches F.interpolate.
-    scale = np.float32(2 * size - 1) / np.float32(size - 1) if size > 1 else np.float32(0)
-    position = scale * index.astype(np.float32)
-    lo = np.minimum(position.astype(np.int64), 2 * size - 1)
-    return lo, np.clip(position - lo.astype(np.float32), 0, 1)

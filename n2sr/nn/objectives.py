@@ -6,7 +6,7 @@ needs. The loss is always the masked mean squared error (`n2sr.nn.subsample.comp
 
 | method | input | target | mask | network |
 |---|---|---|---|---|
-| n2sr | half-size sub-sample (`subsample`) | the batch | 3 unseen pixels per 2x2 cell | U-Net + 2x SR head |
+| n2sr | half-size sub-sample (`subsample`; stride 3/4: of a PD sub-image, `n2sr.nn.decorrelate`) | the batch | 3 unseen pixels per 2x2 cell | U-Net + 2x SR head |
 | n2v | blind spots replaced by neighbours (`n2v_mask`) | the batch | blind spots | U-Net |
 | n2s | grid phase replaced by donut mean (`n2s_mask`) | the batch | grid phase | U-Net |
 | n2n | one capture of a pair | the other capture | all pixels | U-Net |
@@ -24,6 +24,7 @@ import torch
 
 from n2sr.config import METHOD_CONFIGS, N2NConfig, N2SConfig, N2VConfig
 from n2sr.nn.blindspot import n2s_mask, n2v_mask
+from n2sr.nn.decorrelate import factor, random_phase
 from n2sr.nn.subsample import subsample
 
 Example = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -36,16 +37,24 @@ class Objective:
     scale : network output size over input size: 2 with the SR head, 1 for the plain U-Net.
     captures : noisy captures per training sample (2: Noise2Noise pairs of one field of view).
     settings : the method's own settings (an `n2sr.config` dataclass), or None.
+    stride : Noise2SR's sub-sampler stride (`n2sr.nn.decorrelate`); crops of ``crop * patch_size``
+        become one ``patch_size`` PD sub-image each before the 2x2 sub-sampler.
     """
 
     name: str
     scale: int
     captures: int
     settings: Any = None
+    stride: int = 2
+
+    @property
+    def crop(self) -> int:
+        """Crop side over patch side: the PD factor (1 for stride 2)."""
+        return factor(self.stride)
 
     def make(self, batch: torch.Tensor, gen: torch.Generator) -> Example:
-        """``batch (N, captures, P, P)`` -> ``(input, target, mask)``."""
-        return _MAKERS[self.name](batch, gen, self.settings)
+        """``batch (N, captures, crop P, crop P)`` -> ``(input, target, mask)``."""
+        return _MAKERS[self.name](random_phase(batch, self.crop, gen), gen, self.settings)
 
 
 def _n2sr(batch: torch.Tensor, gen: torch.Generator, _: None) -> Example:
@@ -76,11 +85,14 @@ _SHAPES = {"n2sr": (2, 1), "n2v": (1, 1), "n2s": (1, 1), "n2n": (1, 2)}  # (scal
 METHODS = tuple(_MAKERS)
 
 
-def objective(method: str, settings: Any = None) -> Objective:
+def objective(method: str, settings: Any = None, stride: int = 2) -> Objective:
     """The objective of a trained method, or an error listing the choices.
 
     `settings` is the method's `n2sr.config` dataclass (`METHOD_CONFIGS`); None: its defaults.
+    `stride` (Noise2SR only): the sub-sampler's, 2, 3 or 4.
     """
+    if stride != 2 and method != "n2sr":
+        raise ValueError(f"stride {stride} is a Noise2SR sub-sampler setting; {method} takes stride 2")
     if method not in _MAKERS:
         raise ValueError(f"method must be one of {sorted(_MAKERS)} to train, not {method!r}")
     cls = METHOD_CONFIGS.get(method)
@@ -89,4 +101,4 @@ def objective(method: str, settings: Any = None) -> Objective:
     if cls is not None and not isinstance(settings, cls):
         raise TypeError(f"{method} takes {cls.__name__} settings, not {type(settings).__name__}")
     scale, captures = _SHAPES[method]
-    return Objective(method, scale, captures, settings)
+    return Objective(method, scale, captures, settings, factor(stride) + 1)

@@ -29,7 +29,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from n2sr.config import TrainConfig
+from n2sr.nn.decorrelate import record, resolve_stride
 from n2sr.nn.device import autocast, pick_device, resolve_precision
 from n2sr.nn.model import build_model
 from n2sr.nn.normalize import Normalizer
@@ -62,6 +63,7 @@ class TrainResult:
     precision: str
     device: str
     scale: int
+    stride: dict[str, Any] | None = None  # `n2sr.nn.decorrelate.record`: the stride used and why
 
 
 def split_validation(planes: Sequence[np.ndarray], cfg: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -226,17 +228,19 @@ def fit(
     sources : names of the planes, for error messages.
     """
     t_start = time.monotonic()
-    obj = objective(method, settings)
-    check_planes(planes, cfg, obj, sources)
+    stride, corr = resolve_stride(cfg.stride, planes) if method == "n2sr" else (2, None)
+    obj = objective(method, settings, stride)
+    crops = replace(cfg, patch_size=cfg.patch_size * obj.crop)  # stride > 2: crop P PD sub-images from these
+    check_planes(planes, crops, obj, sources)
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     normalizer = Normalizer.fit(planes, cfg.normalization)
     norm_planes = [normalizer.forward(p) for p in planes]
-    train_planes, val_planes = split_validation(norm_planes, cfg)
+    train_planes, val_planes = split_validation(norm_planes, crops)
     if not val_planes:
         log.warning("no validation data (images too small or val_fraction=0): the last model is kept")
     bank = PlaneBank.from_planes(train_planes, device)  # on the device once; batches are cut there
-    val_batches = _validation_batches([p.reshape(-1, *p.shape[-2:]) for p in val_planes], cfg, device, obj)
+    val_batches = _validation_batches([p.reshape(-1, *p.shape[-2:]) for p in val_planes], crops, device, obj)
     run = _Run(cfg, obj, device)
     key = fingerprint(planes, cfg, obj)
     if resume is not None:
@@ -256,7 +260,7 @@ def fit(
     bar = tqdm(total=cfg.iterations, initial=run.step, disable=not progress, desc="train", unit="it",
                mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     while run.step < cfg.iterations and (deadline is None or time.monotonic() < deadline):
-        run.running += _step(run, obj, _sample_batch(bank, cfg, run.data_gen), device, precision)
+        run.running += _step(run, obj, _sample_batch(bank, crops, run.data_gen), device, precision)
         run.step += 1
         run.n_running += 1
         n_interval += 1
@@ -276,7 +280,7 @@ def fit(
     return TrainResult(best_state=run.best_state if run.best_state is not None else run.model.state_dict(),
                        best_step=run.best_step, best_val=run.best_val, steps=run.step, curve=run.curve,
                        seconds=elapsed(), normalizer=normalizer, precision=precision, device=str(device),
-                       scale=obj.scale)
+                       scale=obj.scale, stride=record(stride, corr, cfg.stride))
 
 
 def _step(run: _Run, obj: Objective, batch: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:

@@ -33,9 +33,9 @@ from n2sr.errors import InputError
 from n2sr.io.atomic import atomic_path
 from n2sr.io.generated import check_folder, generated_folder
 from n2sr.io.images import read_image, sha256_file
-from n2sr.noise import FULL_SCALE, paper_noise_model, poisson_gaussian, quantize
+from n2sr.noise import FULL_SCALE, correlated_poisson_gaussian, correlation_kernel, paper_noise_model, quantize
 
-NOISE_KEYS = ("lam", "sigma")
+NOISE_KEYS = ("lam", "sigma", "correlation")
 WHAT = "a generated noise model"
 DTYPES = ("float32", "uint8")
 
@@ -58,8 +58,12 @@ def parse_noise(text: str) -> tuple[str, dict[str, float]]:
 
 
 def noisy_copy(clean: np.ndarray, *, lam: float | None = None, sigma: float = 0.0, rng: np.random.Generator,
-               dtype: str = "float32") -> np.ndarray:
+               dtype: str = "float32", correlation: float = 0.0) -> np.ndarray:
     """One noisy copy of `clean` (0-255 scale) under the paper's noise model.
+
+    ``correlation`` > 0 makes the noise spatially correlated, widefield-like: lag-1 correlation
+    `correlation` along Y and X (`n2sr.noise.correlated_poisson_gaussian`; 0 draws exactly the
+    paper's pixel-wise independent noise).
 
     ``float32`` keeps the noise exactly zero-mean with the stated variance (no clipping, so
     dark pixels can go negative); ``uint8`` clips to 0-255 and rounds, as an 8-bit camera
@@ -67,7 +71,7 @@ def noisy_copy(clean: np.ndarray, *, lam: float | None = None, sigma: float = 0.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    noisy = poisson_gaussian(clean, paper_noise_model(lam, sigma), rng)
+    noisy = correlated_poisson_gaussian(clean, paper_noise_model(lam, sigma), correlation, rng)
     return quantize(noisy, dtype) if dtype == "uint8" else noisy.astype(dtype)
 
 
@@ -93,10 +97,11 @@ def add_noise(
     references : mapping name -> path
         Clean single-plane images on the 0-255 scale (FMD's avg50 PNGs); the name becomes
         the field-of-view folder, so it must be a plain folder name.
-    noise : mapping name -> {"lam": float, "sigma": float}
+    noise : mapping name -> {"lam": float, "sigma": float, "correlation": float}
         Each entry is one configuration: Poisson noise with `lam` photons at full scale
         (omit for none) plus Gaussian noise of std `sigma` (default 0); see
-        `n2sr.noise.paper_noise_model` for the formula.
+        `n2sr.noise.paper_noise_model` for the formula. `correlation` (default 0): the noise's
+        lag-1 spatial correlation, 0 to 0.707 (`n2sr.noise.correlation_kernel`).
     captures : int >= 1
         Independent noisy copies per reference (2: a Noise2Noise pair, as in the paper).
     seed : int
@@ -118,6 +123,7 @@ def add_noise(
     manifests = []
     for noise_name, params in noise.items():
         lam, sigma = params.get("lam"), float(params.get("sigma", 0.0))
+        rho = float(params.get("correlation", 0.0))
         model = paper_noise_model(lam, sigma)
         rows = []
         with generated_folder(root / noise_name, files, owner="add-noise", what=WHAT) as folder:
@@ -126,11 +132,12 @@ def add_noise(
                 for k in range(captures):
                     rel = Path("raw", name, f"capture_{k:0{width}d}.tif")
                     with atomic_path(folder.path(rel)) as tmp:
-                        tifffile.imwrite(tmp, noisy_copy(clean, lam=lam, sigma=sigma, rng=rng, dtype=dtype),
+                        tifffile.imwrite(tmp, noisy_copy(clean, lam=lam, sigma=sigma, rng=rng, dtype=dtype,
+                                                    correlation=rho),
                                          photometric="minisblack")
                     rows.append({"path": rel.as_posix(), "configuration": noise_name, "fov": name, "capture": k,
                                  "source": source, "source_sha256": sha, "lam": np.nan if lam is None else lam,
-                                 "sigma": sigma, "a": model.a, "b": model.b, "dtype": dtype, "seed": seed})
+                                 "sigma": sigma, "correlation": rho, "a": model.a, "b": model.b, "dtype": dtype, "seed": seed})
             folder.manifest = pd.DataFrame(rows)
             manifests.append(folder.manifest)
     return pd.concat(manifests, ignore_index=True)
@@ -166,10 +173,12 @@ def _check(references: Mapping[str, object], noise: Mapping[str, Mapping[str, fl
                 raise ValueError(f"{kind} name {name!r} must be a plain folder name")
     for name, params in noise.items():
         unknown = set(params) - set(NOISE_KEYS)
-        if unknown or not params:
-            raise ValueError(f"noise {name!r} has keys {sorted(params)}; expected lam and/or sigma")
+        if unknown or not set(params) & {"lam", "sigma"}:
+            raise ValueError(f"noise {name!r} has keys {sorted(params)}; expected lam and/or sigma "
+                             "(and optionally correlation)")
         try:
             paper_noise_model(params.get("lam"), float(params.get("sigma", 0.0)))
+            correlation_kernel(float(params.get("correlation", 0.0)))
         except ValueError as exc:
             raise ValueError(f"noise {name!r}: {exc}") from None
     if captures < 1:

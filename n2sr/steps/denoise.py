@@ -24,6 +24,7 @@ from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
+from n2sr.nn.decorrelate import Decorrelated
 from n2sr.nn.device import set_threads
 from n2sr.nn.inference import Engine, as_dtype
 from n2sr.nn.model import from_state, receptive_field
@@ -47,6 +48,9 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     stage = parts.parse(part) if part is not None else None
     set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
     ckpt = checkpoints.load(model)
+    stride = ckpt.get("stride", 2)  # checkpoints before the stride setting: the 2x2 sub-sampler
+    if sr is not None and stride != 2:
+        raise InputError(model, f"was trained with stride {stride} (PD sub-images): no 2x output; drop --sr")
     if sr is not None and ckpt["scale"] != 2:
         raise InputError(model, f"is a {ckpt['method']} model (same-size U-Net) without a 2x output; drop --sr")
     try:
@@ -62,7 +66,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     attrs = {
         "source": str(selection.path), "captures": selection.captures, "method": ckpt["method"], "model": str(model),
         "model_sha256": ckpt["sha256"], "model_train_config": ckpt.get("train_config"),
-        "denoise_config": asdict(cfg), "dtype": dtype.name, "versions": versions(),
+        "denoise_config": asdict(cfg), "stride": stride, "dtype": dtype.name, "versions": versions(),
     }
     outputs = [Path(output)] + ([Path(sr)] if sr is not None else [])
     streamed = all(kind_of(p) == "zarr" for p in outputs) and kind_of(selection.path) == "zarr"
@@ -76,9 +80,11 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         return
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
-    attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=engine.overlap)
-    fn = lambda planes, window: engine.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
-    stream = dict(context=engine.overlap, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)
+    runner = engine if stride == 2 else Decorrelated(engine, stride)  # the checkpoint's stride, honoured
+    context = engine.overlap if stride == 2 else runner.context
+    attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
+    fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
+    stream = dict(context=context, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)
     if stage is not None:  # one part, into the prepared outputs; its marker last
         dst, *sr_dst = parts.open_partials(output, outputs, stage)
         grid = block_grid(selection.shape, [(tuple(a.shards or a.chunks), s) for a, s in zip([dst, *sr_dst], (1, 2))],
@@ -88,7 +94,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         for p, array, scale in zip(outputs, [dst, *sr_dst], (1, 2)):
             parts.sync_blocks(parts.partial(output, p), array, run, scale)
         parts.write_marker(output, stage, {"blocks": [start, stop], "attempt": attempt, "tile_size": engine.tile,
-                                           "overlap_pixels": engine.overlap})
+                                           "overlap_pixels": context})
         return
     if streamed:
         with _atomic_all(outputs) as tmps:
@@ -101,7 +107,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         if tiff:
             export_tiff(output, tiff)
         return
-    denoised, sr_arr = engine.denoise_array(selection.read(), return_sr=sr is not None)
+    denoised, sr_arr = runner.denoise_array(selection.read(), return_sr=sr is not None)
     if dtype != np.float32:
         denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
     write_image(output, denoised, attrs=attrs)

@@ -1,0 +1,141 @@
+"""Spatial autocorrelation of noise: measured against a reference, or estimated from one noisy plane.
+
+Noise2SR's 2x2 sub-sampler assumes pixel-wise independent noise: the input pixel of a cell must
+say nothing about the noise of the three target pixels next to it. Widefield cameras break that
+(on a W2S-like widefield frame neighbours correlate ~0.57), and then the network learns to
+reproduce part of the noise. `n2sr.nn.decorrelate` widens the sub-sampler; this module measures
+how much correlation there is, so the stride can be chosen from the data (``train.stride: auto``).
+
+* `noise_autocorrelation`: correlation coefficients of ``noisy - reference`` at lags 1
+  (vertical, horizontal), diagonal and 2: the truth, where a reference exists.
+* `estimate_autocorrelation`: the same numbers from the noisy plane alone. The residual
+  ``r = y - S_w(y)``, ``S_w`` the local quadratic least-squares fit over ``w x w`` (a 2-D
+  Savitzky-Golay smoother, which unlike a box mean also cancels curvature), removes the signal
+  up to texture; its autocovariance is the noise's autocovariance ``C`` convolved with the
+  autocorrelation ``A`` of the kernel ``delta - S_w``,
+  a known linear map, so ``C`` on the lags ``|dy|, |dx| <= 2`` is recovered by least squares from
+  the residual's autocovariance on the same lags (exact for stationary noise whose correlation
+  vanishes beyond distance 2, e.g. `n2sr.noise.correlated_poisson_gaussian`). Validated against
+  `noise_autocorrelation` in ``benchmarks/noise_correlation.py``.
+* `choose_stride`: the sub-sampler stride for a measured correlation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+STRIDES = (2, 3, 4)
+# Thresholds on the single-image estimate (benchmarks/results/noise_correlation.md). Its lag-1
+# value reads up to 0.18 on white synthetic noise and 0.33-0.42 on FMD's real BPAE_G/R captures
+# (true 0.13-0.26: texture left in the residual), within 0.03 of the truth at 0.6. Measured at
+# equal iterations on one FMD reference: stride 3 beats 2 by 2.4 dB at lag-1 correlation 0.3 and
+# by 6.2 dB at 0.6, beats 4 by 0.9 dB at 0.6 (lag 2: 0.12), but loses 2.0 dB on white noise and
+# 1.6 dB on the real BPAE_R capture. So stride 3 only from 0.5, above every white or real-confocal
+# reading: moderately correlated noise (~0.3) keeps stride 2 under auto (set 3 by hand there).
+LAG1_THRESHOLD = 0.5  # stride 2 below this lag-1 correlation
+LAG2_THRESHOLD = 0.25  # stride 4 from this lag-2 correlation (not measured: no such noise was tested)
+_WINDOW = 7
+_LAGS = [(dy, dx) for dy in range(0, 3) for dx in range(-2, 3) if (dy, dx) > (0, 0)] + [(0, 0)]
+"""Half of the lags ``|dy|, |dx| <= 2`` (the other half by symmetry), and lag 0."""
+
+
+class Autocorrelation(NamedTuple):
+    """Correlation coefficients of the noise with its neighbours (1 at lag 0)."""
+
+    vertical: float  # (1, 0)
+    horizontal: float  # (0, 1)
+    diagonal: float  # mean of (1, 1) and (1, -1)
+    lag2: float  # mean of (2, 0) and (0, 2)
+
+    @property
+    def lag1(self) -> float:
+        """Mean of the vertical and horizontal neighbours' correlation."""
+        return 0.5 * (self.vertical + self.horizontal)
+
+    def as_dict(self) -> dict[str, float]:
+        return {**self._asdict(), "lag1": self.lag1}
+
+
+def _autocovariance(z: np.ndarray, lags: list[tuple[int, int]]) -> np.ndarray:
+    """Mean of ``z[p] z[p + lag]`` over the pixels where both exist, per lag; `z` (..., Y, X)."""
+    ny, nx = z.shape[-2:]
+    out = []
+    for dy, dx in lags:  # dy >= 0
+        a = z[..., : ny - dy, max(0, -dx): nx - max(0, dx)]
+        b = z[..., dy:, max(0, dx): nx - max(0, -dx)]
+        out.append(float(np.mean(a * b)))
+    return np.array(out)
+
+
+def _summary(cov: dict[tuple[int, int], float]) -> Autocorrelation:
+    c0 = cov[(0, 0)]
+    return Autocorrelation(cov[(1, 0)] / c0, cov[(0, 1)] / c0, 0.5 * (cov[(1, 1)] + cov[(1, -1)]) / c0,
+                           0.5 * (cov[(2, 0)] + cov[(0, 2)]) / c0)
+
+
+def noise_autocorrelation(noisy: np.ndarray, reference: np.ndarray) -> Autocorrelation:
+    """Autocorrelation of ``noisy - reference`` (mean removed), over all planes of (..., Y, X)."""
+    noise = np.asarray(noisy, np.float64) - np.asarray(reference, np.float64)
+    noise = noise - noise.mean(axis=(-2, -1), keepdims=True)
+    return _summary(dict(zip(_LAGS, _autocovariance(noise, _LAGS))))
+
+
+def _smoother(window: int) -> np.ndarray:
+    """The `window` x `window` kernel giving the centre value of the local quadratic least-squares fit."""
+    h = window // 2
+    y, x = (g.ravel().astype(np.float64) for g in np.mgrid[-h:h + 1, -h:h + 1])
+    design = np.stack([np.ones_like(y), y, x, y * y, x * x, x * y], axis=1)
+    return np.linalg.pinv(design)[0].reshape(window, window)
+
+
+def _residual_kernel(window: int) -> np.ndarray:
+    """``delta - smoother``: what the residual is of the noisy plane."""
+    k = -_smoother(window)
+    k[window // 2, window // 2] += 1.0
+    return k
+
+
+def estimate_autocorrelation(noisy: np.ndarray, *, window: int = _WINDOW) -> Autocorrelation:
+    """Noise autocorrelation of one noisy plane (or a stack, (..., Y, X)) without a reference.
+
+    See the module docstring: residual against a local quadratic fit, its autocovariance on the
+    lags ``|dy|, |dx| <= 2``, and the noise autocovariance solved from the known mixing. Signal
+    texture that survives the box mean reads as positive correlation, so heavily textured planes
+    overestimate it; flat fluorescence backgrounds dominate microscopy planes.
+    """
+    z = np.asarray(noisy, np.float64)
+    if z.shape[-1] < 4 * window or z.shape[-2] < 4 * window:
+        raise ValueError(f"plane {z.shape[-2:]} too small for window {window}: need both sides >= {4 * window}")
+    k = _residual_kernel(window)
+    r = ndimage.correlate(z, k.reshape((1,) * (z.ndim - 2) + k.shape), mode="reflect")
+    h = window // 2
+    r = r[..., h:-h, h:-h]  # drop the border, where reflection changes the mixing
+    measured = _autocovariance(r - r.mean(axis=(-2, -1), keepdims=True), _LAGS)
+    c = 2 * window  # autocorrelation of the kernel, centred in a frame wide enough for every lag
+    frame = np.zeros((2 * c + 1, 2 * c + 1))
+    frame[c - h: c + h + 1, c - h: c + h + 1] = k
+    a = ndimage.correlate(frame, frame, mode="constant")
+    # residual autocovariance at lag t = sum over noise lags s (both signs) of C(s) A(t - s)
+    mix = np.zeros((len(_LAGS), len(_LAGS)))
+    for i, (ty, tx) in enumerate(_LAGS):
+        for j, (sy, sx) in enumerate(_LAGS):
+            for sign in ((1,) if (sy, sx) == (0, 0) else (1, -1)):
+                mix[i, j] += a[c + ty - sign * sy, c + tx - sign * sx]
+    cov = np.linalg.lstsq(mix, measured, rcond=None)[0]
+    return _summary(dict(zip(_LAGS, cov)))
+
+
+def choose_stride(corr: Autocorrelation) -> int:
+    """The sub-sampler stride for a measured noise autocorrelation (`n2sr.nn.decorrelate`).
+
+    Stride ``s`` puts a cell's target pixels ``s - 1`` pixels from its input pixel: 2 (the paper's
+    2x2 cells) while neighbours are nearly independent (lag-1 correlation < `LAG1_THRESHOLD`),
+    else 3, or 4 when pixels two apart still correlate (lag 2 >= `LAG2_THRESHOLD`). A wider
+    stride costs resolution (`n2sr.nn.decorrelate`), so it is taken only where the noise needs it.
+    """
+    if corr.lag1 < LAG1_THRESHOLD:
+        return 2
+    return 4 if corr.lag2 >= LAG2_THRESHOLD else 3

@@ -1,0 +1,125 @@
+"""Wider sub-sampler for spatially correlated noise: pixel-shuffle (PD) downsampling around the 2x2 one.
+
+The 2x2 sub-sampler (`n2sr.nn.subsample`) takes one input pixel per 2x2 cell and trains on the
+three others, next to it. When neighbouring pixels' noise correlates (widefield cameras: ~0.6),
+the input pixel predicts part of its targets' noise and the network learns to keep it.
+
+``train.stride: s`` (3 or 4) spreads each cell over an ``s x s`` box: its four pixels are the
+box's corners, ``f = s - 1`` pixels apart, so the input pixel is ``f`` pixels from its targets,
+where the correlation has decayed. This is AP-BSN's pixel-shuffle downsampling (Lee et al.,
+CVPR 2022) by ``f`` followed by the unchanged 2x2 sub-sampler:
+
+* training: crops of ``f * patch_size`` are split into their ``f**2`` PD sub-images (pixels
+  ``f`` apart) and one random sub-image per crop is the ``patch_size`` patch the 2x2 objective
+  sees, so an iteration costs what a stride-2 one does;
+* inference (`Decorrelated`): the plane is split into its ``f**2`` PD sub-images, each goes through
+  the unchanged engine (2x network, back to its grid), and the results are interleaved back
+  (inverse PD). The network so sees, at inference as in training, pixels ``f`` apart: noise as
+  decorrelated as it was trained on, never the plane's correlated neighbours.
+
+``s = 2`` (``f = 1``) is the paper's sub-sampler, untouched. The price of ``f > 1`` is signal
+resolution: each sub-image is the plane sampled every ``f`` pixels, so fine structure aliases;
+no 2x super-resolved output exists on the input grid (`Decorrelated` refuses ``return_sr``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, estimate_autocorrelation
+from n2sr.nn.inference import Engine, Window, as_dtype
+
+AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable
+
+
+def factor(stride: int) -> int:
+    """PD factor of a sub-sampler stride: the distance between a cell's input and target pixels."""
+    if stride not in STRIDES:
+        raise ValueError(f"stride must be one of {STRIDES}, got {stride!r}")
+    return stride - 1
+
+
+def resolve_stride(stride: int | str, planes: Sequence[np.ndarray]) -> tuple[int, Autocorrelation | None]:
+    """``"auto"``: the stride `choose_stride` picks from the planes' single-image noise estimate
+    (the median over up to `AUTO_PLANES` evenly spread planes of each coefficient); an integer is
+    checked and kept."""
+    if stride != "auto":
+        factor(int(stride))
+        return int(stride), None
+    sample = planes[:: max(1, len(planes) // AUTO_PLANES)][:AUTO_PLANES]
+    ests = [estimate_autocorrelation(np.asarray(p).reshape(-1, *p.shape[-2:])[0]) for p in sample]
+    corr = Autocorrelation(*np.median(np.array(ests), axis=0).tolist())
+    return choose_stride(corr), corr
+
+
+def random_phase(batch: torch.Tensor, f: int, gen: torch.Generator) -> torch.Tensor:
+    """``(N, C, f P, f P)`` -> one random PD sub-image per sample and channel, ``(N, C, P, P)``.
+
+    Sub-image ``(i, j)`` holds the pixels ``(f y + i, f x + j)``: one pixel of every ``f x f`` cell.
+    """
+    if f == 1:
+        return batch
+    n, c, h, w = batch.shape
+    phases = F.pixel_unshuffle(batch, f).view(n, c, f * f, h // f, w // f)
+    pick = torch.randint(0, f * f, (n, c, 1, 1, 1), generator=gen, device=batch.device)
+    return torch.gather(phases, 2, pick.expand(n, c, 1, h // f, w // f)).squeeze(2)
+
+
+def split(planes: np.ndarray, f: int) -> np.ndarray:
+    """``(n, H, W)`` -> its PD sub-images ``(n f**2, ceil(H/f), ceil(W/f))`` (edge-padded to a multiple of f)."""
+    n, h, w = planes.shape
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    padded = np.pad(planes, ((0, 0), (0, hp - h), (0, wp - w)), mode="edge")
+    return padded.reshape(n, hp // f, f, wp // f, f).transpose(0, 2, 4, 1, 3).reshape(n * f * f, hp // f, wp // f)
+
+
+def merge(subs: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of `split`: ``(n f**2, h, w)`` -> ``(n, H, W)`` with ``(H, W) = shape``."""
+    m, h, w = subs.shape
+    n = m // (f * f)
+    full = subs.reshape(n, f, f, h, w).transpose(0, 3, 1, 4, 2).reshape(n, h * f, w * f)
+    return full[:, : shape[0], : shape[1]]
+
+
+class Decorrelated:
+    """An `Engine` applied to the PD sub-images of every plane (see the module docstring).
+
+    Offers the engine's `denoise_window` and `denoise_array` without the 2x output; the engine
+    itself is unchanged. ``context``: the block context the streamer must give, ``f`` times the
+    engine's overlap (the network's reach, in sub-image pixels, spans ``f`` plane pixels each).
+    """
+
+    def __init__(self, engine: Engine, stride: int) -> None:
+        self.engine, self.f = engine, factor(stride)
+        self.context = engine.overlap * self.f
+
+    def denoise_window(self, planes: np.ndarray, window: Window, return_sr: bool = False,
+                       dtype: np.dtype | None = None) -> tuple[np.ndarray, None]:
+        if return_sr:
+            raise ValueError("a stride > 2 model has no 2x super-resolved output (it denoises PD sub-images)")
+        origin, (y0, x0, y1, x1), _ = window
+        planes = np.asarray(planes)
+        subs = split(planes, self.f)
+        sub_shape = subs.shape[-2:]
+        denoised, _ = self.engine.denoise_window(subs, ((0, 0), (0, 0, *sub_shape), sub_shape), False)
+        full = merge(denoised, self.f, planes.shape[-2:])
+        out = full[:, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
+        return (out if dtype is None else as_dtype(out, dtype)), None
+
+    def denoise_array(self, arr: np.ndarray, return_sr: bool = False, progress: bool = True
+                      ) -> tuple[np.ndarray, None]:
+        """Every plane of ``(..., Y, X)``, one at a time; float32."""
+        arr = np.asarray(arr)
+        flat = arr.reshape(-1, *arr.shape[-2:])
+        window = ((0, 0), (0, 0, *arr.shape[-2:]), arr.shape[-2:])
+        out = np.stack([self.denoise_window(p[None], window, return_sr)[0][0] for p in flat])
+        return out.reshape(arr.shape), None
+
+
+def record(stride: int, corr: Autocorrelation | None, requested: Any) -> dict[str, Any]:
+    """What a checkpoint keeps about the stride: the one used, what was asked, the estimate if measured."""
+    return {"stride": stride, "requested": requested, "estimate": None if corr is None else corr.as_dict()}
