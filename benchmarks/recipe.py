@@ -112,11 +112,23 @@ def cli_check(minutes: float, threads: int, out: Path) -> dict:
     return row
 
 
+def markdown(csv: Path) -> str:
+    """The runs of `csv` as one table per image, best first within each budget."""
+    frame = pd.read_csv(csv)
+    parts = []
+    for name, part in frame.groupby("image", sort=False):
+        part = part.sort_values(["budget_s", "psnr"], ascending=[True, False])
+        cols = ["budget_s", "variant", "s_per_it", "iterations", "best_step", "train_cpu_s", "psnr", "gain_db"]
+        parts.append(f"### {name} (noisy {part['noisy_psnr'].iloc[0]:.2f} dB)\n\n" + part[cols].to_markdown(index=False))
+    return "\n\n".join(parts) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image", choices=["synthetic", "fmd"], default="synthetic")
     ap.add_argument("--cli", type=float, metavar="MINUTES", help="run the `n2sr train --minutes` check instead")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the --cli check")
+    ap.add_argument("--markdown", action="store_true", help="print the tables of --out and exit")
     ap.add_argument("--budgets", type=float, nargs="+", default=[60.0, 180.0], help="CPU seconds")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="names of VARIANTS per budget "
                     "(default all); with several budgets, --long-variants limits the longer ones")
@@ -124,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fmd-root", type=Path, default=FMD)
     ap.add_argument("--out", type=Path, required=True, help="CSV, appended to")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(args.out), end="")
+        return 0
     if args.cli:
         cli_check(args.cli, args.threads, args.out)
         return 0
