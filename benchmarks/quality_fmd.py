@@ -64,8 +64,8 @@ def run(config: str, model_cfg: ModelConfig, args: argparse.Namespace, out_dir: 
     root = fmd_root()
     train_files, val = protocol(root, config, args.train_captures, args.val_captures)
     planes = [read_image(f) for f in train_files]
-    cfg = TrainConfig(iterations=args.iterations, minutes=args.minutes, seed=args.seed, model=model_cfg,
-                      batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, val_every=args.val_every,
+    cfg = TrainConfig(recipe=args.recipe, iterations=args.iterations, minutes=args.minutes, seed=args.seed,
+                      model=model_cfg, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, val_every=args.val_every,
                       checkpoint_every=args.val_every)
     tag = f"{config}-{'shared' if model_cfg.shared_weights else 'separate'}-{model_cfg.variant}"
     ckpt_path = args.models_dir / f"{tag}.pt"
@@ -100,7 +100,7 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace) -> str:
         "# Noise2SR on FMD (validation FOVs available here)",
         "",
         f"Budget per model: {args.minutes} min CPU and at most {args.iterations} iterations; "
-        f"batch {args.batch_size}, patch {args.patch_size}, lr {args.lr}, seed {args.seed}, torch threads {torch.get_num_threads()}.",
+        f"recipe {args.recipe}, batch {args.batch_size}, patch {args.patch_size}, lr {args.lr}, seed {args.seed}, torch threads {torch.get_num_threads()}.",
         "Confocal_BPAE_B: trained on FOVs 1-16, scored on FOVs 17-18; other configurations: FOV 1 only "
         "(trained on and denoised). PSNR/SSIM: `fixed` uses data range 255, `per-image` the authors' max-min.",
         "",
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--patch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--recipe", choices=["authors", "fast"], default="authors",
+                   help="authors: the constant lr its recorded results used (TrainConfig.recipe)")
     p.add_argument("--val-every", type=int, default=25)
     p.add_argument("--train-captures", type=int, default=1, help="captures per training FOV (paper: one)")
     p.add_argument("--val-captures", type=int, default=3, help="captures per validation FOV (paper: three)")

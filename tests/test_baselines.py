@@ -128,9 +128,10 @@ def test_baseline_resume_equals_uninterrupted(tmp_path, method):
     planes = _planes(4)
     if method == "n2n":
         planes = [np.stack(planes[i:i + 2]) for i in range(3)]
-    full = train(planes, tmp_path / "full.pt", TrainConfig(iterations=6, **TINY), method=method, progress=False)
-    train(planes, tmp_path / "part.pt", TrainConfig(iterations=3, **TINY), method=method, progress=False)
-    resumed = train(planes, tmp_path / "part.pt", TrainConfig(iterations=6, **TINY), method=method, resume=True,
+    authors = dict(TINY, recipe="authors")  # a constant rate: a budget of 3 is the first half of one of 6
+    full = train(planes, tmp_path / "full.pt", TrainConfig(iterations=6, **authors), method=method, progress=False)
+    train(planes, tmp_path / "part.pt", TrainConfig(iterations=3, **authors), method=method, progress=False)
+    resumed = train(planes, tmp_path / "part.pt", TrainConfig(iterations=6, **authors), method=method, resume=True,
                     progress=False)
     a, b = (checkpoints.load(state_path(tmp_path / n), require=("step",)) for n in ("full.pt", "part.pt"))
     assert a["step"] == b["step"] == 6

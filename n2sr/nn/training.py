@@ -4,10 +4,12 @@ What differs between methods (input, target, loss mask, network) is the method's
 `n2sr.nn.objectives.Objective`; crops, validation, exact resume, normalisation and precision
 are shared, so the baselines get exactly Noise2SR's treatment.
 
-Each iteration draws random crops (default 128x128, batch 16) on the training device from
+Each iteration draws random crops (the authors': 128x128, batch 16) on the training device from
 planes that were moved there once (`n2sr.nn.sampling`), turns them into the method's
 example (for Noise2SR: the half-size sub-sample ``y_J`` and the complement pixels ``y_Jc``)
-and takes one Adam step (lr 1e-4). Held-out noisy patches, scored with the same
+and takes one Adam step: at the authors' constant lr 1e-4, or (recipe ``fast``) on the
+schedule of `n2sr.nn.schedule`, whose moving average of the weights is then what is
+validated and returned. Held-out noisy patches, scored with the same
 self-supervised loss and fixed masks, choose the returned weights: the complement loss
 equals the supervised loss plus the noise variance (Theorem 1), so its minimum is the best
 model without any clean image. Nothing is read back to the host between validation points:
@@ -43,6 +45,7 @@ from n2sr.nn.model import build_model
 from n2sr.nn.normalize import Normalizer
 from n2sr.nn.objectives import Objective, objective
 from n2sr.nn.sampling import PlaneBank
+from n2sr.nn.schedule import WeightAverage, budget_spent, lr_factor
 from n2sr.nn.subsample import complement_mse
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class TrainResult:
     precision: str
     device: str
     scale: int
+    config: TrainConfig  # with the recipe resolved (`TrainConfig.resolved`)
     stride: dict[str, Any] | None = None  # `n2sr.nn.decorrelate.record`: the stride used and why
 
 
@@ -116,10 +120,12 @@ def _sample_batch(bank: PlaneBank, cfg: TrainConfig, gen: torch.Generator) -> to
     return bank.sample(cfg.batch_size, cfg.patch_size, gen, augment=cfg.augment)
 
 
-def fingerprint(planes: Sequence[np.ndarray], cfg: TrainConfig, obj: Objective) -> str:
-    """Identifies the data, method and settings a resume state belongs to (the budget may change)."""
+def fingerprint(planes: Sequence[np.ndarray], cfg: TrainConfig, obj: Objective, init_sha256: str = "") -> str:
+    """Identifies the data, method, settings and initial weights a resume state belongs to
+    (the budget may change)."""
     h = hashlib.sha256()
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("iterations", "minutes", "device")}
+    settings["init_sha256"] = init_sha256
     settings["method"] = obj.name
     settings["sampler"] = SAMPLER  # a state drawn with another sampler cannot continue exactly
     if obj.settings is not None:
@@ -162,11 +168,16 @@ def check_planes(planes: Sequence[np.ndarray], cfg: TrainConfig, obj: Objective,
 class _Run:
     """The mutable state of one training run: model, optimiser, generators, best weights, curve."""
 
-    def __init__(self, cfg: TrainConfig, obj: Objective, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, obj: Objective, device: torch.device,
+                 init: dict[str, torch.Tensor] | None = None) -> None:
         torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, sr=obj.scale == 2)
+        if init is not None:
+            self.model.load_state_dict(init)
         # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolution kernels: about 2x per step here.
-        self.model = build_model(cfg.model, sr=obj.scale == 2).to(device, memory_format=torch.channels_last)
+        self.model.to(device, memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.recipe == "fast" and cfg.ema > 0 else None
         self.data_gen = torch.Generator(device=device).manual_seed(cfg.seed)
         self.mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 3)
         self.step, self.best_val, self.best_step, self.best_state = 0, math.inf, 0, None
@@ -181,7 +192,8 @@ class _Run:
                 "data_gen": self.data_gen.get_state().cpu(), "mask_gen": self.mask_gen.get_state().cpu(),
                 "torch_rng": torch.get_rng_state(), "best_val": self.best_val, "best_step": self.best_step,
                 "best_model": self.best_state, "curve": self.curve, "elapsed": elapsed,
-                "running_loss": self.running.cpu().clone(), "running_steps": self.n_running}
+                "running_loss": self.running.cpu().clone(), "running_steps": self.n_running,
+                "average": self.average.state() if self.average is not None else None}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -193,6 +205,13 @@ class _Run:
         self.best_state, self.curve, self.elapsed_before = state["best_model"], state["curve"], state["elapsed"]
         self.running.copy_(state["running_loss"])
         self.n_running = state["running_steps"]
+        if self.average is not None:
+            self.average.restore(state["average"])
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The weights validation scores and the run returns: the average where there is one."""
+        return self.average.model if self.average is not None else self.model
 
     def record(self, val: float | None, train_loss: float, seconds: float, it_per_s: float) -> None:
         """One curve row; keep the weights when the validation loss is the lowest so far (or,
@@ -201,7 +220,7 @@ class _Run:
                            "seconds": seconds, "it_per_s": it_per_s})
         if val is None or val < self.best_val:
             self.best_val, self.best_step = math.nan if val is None else val, self.step
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_state = copy.deepcopy(self.scored.state_dict())
 
 
 def fit(
@@ -214,6 +233,7 @@ def fit(
     on_state: Callable[[dict[str, Any]], None] | None = None,
     sources: Sequence[str] = (),
     progress: bool = True,
+    init: tuple[str, dict[str, torch.Tensor]] | None = None,
 ) -> TrainResult:
     """Train `method` on noisy planes.
 
@@ -226,13 +246,16 @@ def fit(
         other data or settings.
     on_state : called with the resume state every ``checkpoint_every`` iterations and at the end.
     sources : names of the planes, for error messages.
+    init : (sha256, weights) to start from instead of a random initialisation (the caller
+        checks the architecture); the hash is part of the resume fingerprint.
     """
     t_start = time.monotonic()
+    device = pick_device(cfg.device)
+    cfg = cfg.resolved(device.type == "cuda")
     stride, corr = resolve_stride(cfg.stride, planes) if method == "n2sr" else (2, None)
     obj = objective(method, settings, stride)
     crops = replace(cfg, patch_size=cfg.patch_size * obj.crop)  # stride > 2: crop P PD sub-images from these
     check_planes(planes, crops, obj, sources)
-    device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     normalizer = Normalizer.fit(planes, cfg.normalization)
     norm_planes = [normalizer.forward(p) for p in planes]
@@ -241,8 +264,8 @@ def fit(
         log.warning("no validation data (images too small or val_fraction=0): the last model is kept")
     bank = PlaneBank.from_planes(train_planes, device)  # on the device once; batches are cut there
     val_batches = _validation_batches([p.reshape(-1, *p.shape[-2:]) for p in val_planes], crops, device, obj)
-    run = _Run(cfg, obj, device)
-    key = fingerprint(planes, cfg, obj)
+    run = _Run(cfg, obj, device, None if init is None else init[1])
+    key = fingerprint(planes, cfg, obj, "" if init is None else init[0])
     if resume is not None:
         if resume.get("fingerprint") != key:
             log.warning("the resume state belongs to other data or settings; starting from scratch")
@@ -260,14 +283,20 @@ def fit(
     bar = tqdm(total=cfg.iterations, initial=run.step, disable=not progress, desc="train", unit="it",
                mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     while run.step < cfg.iterations and (deadline is None or time.monotonic() < deadline):
+        if cfg.recipe == "fast":
+            done = budget_spent(run.step, cfg.iterations, elapsed(), cfg.minutes)
+            for group in run.opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(done, cfg.warmup)
         run.running += _step(run, obj, _sample_batch(bank, crops, run.data_gen), device, precision)
+        if run.average is not None:
+            run.average.update(run.model)
         run.step += 1
         run.n_running += 1
         n_interval += 1
         bar.update(1)
         last = run.step >= cfg.iterations or (deadline is not None and time.monotonic() >= deadline)
         if run.step % cfg.val_every == 0 or last:
-            val = _validate(run.model, val_batches, device, precision) if val_batches else None
+            val = _validate(run.scored, val_batches, device, precision) if val_batches else None
             train_loss = run.running.item() / run.n_running  # the one read of the loss per curve row
             now = time.monotonic()
             run.record(val, train_loss, elapsed(), n_interval / max(now - t_interval, 1e-9))
@@ -277,10 +306,10 @@ def fit(
         if on_state is not None and (run.step % cfg.checkpoint_every == 0 or last):
             on_state({"fingerprint": key, **run.state(elapsed())})
     bar.close()
-    return TrainResult(best_state=run.best_state if run.best_state is not None else run.model.state_dict(),
+    return TrainResult(best_state=run.best_state if run.best_state is not None else run.scored.state_dict(),
                        best_step=run.best_step, best_val=run.best_val, steps=run.step, curve=run.curve,
                        seconds=elapsed(), normalizer=normalizer, precision=precision, device=str(device),
-                       scale=obj.scale, stride=record(stride, corr, cfg.stride))
+                       scale=obj.scale, config=cfg, stride=record(stride, corr, cfg.stride))
 
 
 def _step(run: _Run, obj: Objective, batch: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:

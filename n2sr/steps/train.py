@@ -3,7 +3,8 @@
 The loop itself is `n2sr.nn.training.fit` (no files); this step reads the planes, keeps the
 resume state in ``<out>.state`` (written every ``checkpoint_every`` iterations, so a killed job
 continues with ``resume=True``), and writes the best weights with everything inference and
-provenance need.
+provenance need. With ``init`` set to a checkpoint, training starts from its weights (a warm
+start: fine-tuning a model trained before on new data); its path and hash are recorded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from n2sr.io.atomic import atomic_path
 from n2sr.io.guard import check_outputs
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
-from n2sr.nn.device import set_threads
+from n2sr.nn.device import pick_device, set_threads
 from n2sr.nn.objectives import objective
 from n2sr.nn.training import TrainResult, fit
 
@@ -44,14 +45,15 @@ def train(images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
     """
     check_outputs(images, [out, state_path(Path(out)), curve, plot])
     paired = objective(method, settings).captures == 2
+    patch_size = cfg.resolved(pick_device(cfg.device).type == "cuda").patch_size
     planes, sources = [], []
     for path in images:
         selection = select(path, captures)
         stack = selection.read()
         stack = stack.reshape(-1, *stack.shape[-2:])
-        if min(stack.shape[-2:]) < cfg.patch_size:
+        if min(stack.shape[-2:]) < patch_size:
             raise InputError(path, f"plane of {stack.shape[-2]}x{stack.shape[-1]} pixels is smaller than the "
-                                   f"training patch ({cfg.patch_size}); lower patch_size")
+                                   f"training patch ({patch_size}); lower patch_size")
         ids = selection.captures if len(selection.captures) == len(stack) else list(range(len(stack)))
         if paired:
             planes += [stack[i:i + 2] for i in range(len(stack) - 1)]
@@ -83,11 +85,15 @@ def train_planes(planes: Sequence[np.ndarray], out: str | os.PathLike[str], cfg:
         except InputError as exc:
             log.warning("%s; starting from scratch", exc)
     obj = objective(method, settings)
+    init = None if cfg.init == "scratch" else load_init(cfg, method, obj.scale)
     result = fit(planes, cfg, method=method, settings=obj.settings, resume=previous,
-                 on_state=lambda s: checkpoints.save(state, s), sources=sources, progress=progress)
+                 on_state=lambda s: checkpoints.save(state, s), sources=sources, progress=progress,
+                 init=None if init is None else (init["sha256"], init["model"]))
     checkpoints.save(out, {
         "method": method, "scale": result.scale, "model_config": asdict(cfg.model),
-        "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
+        "train_config": json.loads(json.dumps(asdict(result.config), default=str)),
+        "recipe": result.config.recipe,
+        "init": None if init is None else {"path": str(cfg.init), "sha256": init["sha256"]},
         "method_config": asdict(obj.settings) if obj.settings is not None else None,
         "normalizer": result.normalizer.to_dict(), "precision": result.precision, "device": result.device,
         "sources": list(sources), "versions": versions(), "model": result.best_state, "step": result.best_step,
@@ -95,6 +101,19 @@ def train_planes(planes: Sequence[np.ndarray], out: str | os.PathLike[str], cfg:
         "steps": result.steps, "best_val": result.best_val, "curve": result.curve, "seconds": result.seconds,
     })
     return result
+
+
+def load_init(cfg: TrainConfig, method: str, scale: int) -> dict[str, Any]:
+    """The checkpoint a warm start begins from, refused unless its network is the one `cfg`
+    and `method` build (same layers and shapes), so its weights can be loaded one for one."""
+    ckpt = checkpoints.load(cfg.init)
+    ours = {"method": method, "scale": scale, "model_config": asdict(cfg.model)}
+    theirs = {k: ckpt[k] for k in ours}
+    if theirs != ours:
+        differ = ", ".join(f"{k}: {theirs[k]} (this run: {ours[k]})" for k in ours if theirs[k] != ours[k])
+        raise InputError(cfg.init, f"init checkpoint has another architecture ({differ}); "
+                                   "train with its settings or init scratch")
+    return ckpt
 
 
 def state_path(out: Path) -> Path:
