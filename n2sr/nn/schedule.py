@@ -15,7 +15,7 @@ import math
 import torch
 
 
-def budget_spent(step: int, iterations: int, elapsed: float, minutes: float | None) -> float:
+def budget_spent(step: float, iterations: int, elapsed: float, minutes: float | None) -> float:
     """Fraction of the budget spent, in [0, 1]: the larger of the steps' and (with a time
     budget) the seconds' fraction, since training stops at whichever ends first."""
     done = step / iterations
