@@ -119,7 +119,7 @@ def test_a_part_syncs_its_own_chunks_only(tmp_path, monkeypatch):
     blocks = block_grid(shape, [(dst.chunks, 1), (sr.chunks, 2)], 64)
     assert len(blocks) == 3
     synced = []
-    monkeypatch.setattr(parts, "_fsync", lambda p: synced.append(p.relative_to(tmp_path).as_posix()))
+    monkeypatch.setattr(parts, "fsync_path", lambda p: synced.append(p.relative_to(tmp_path).as_posix()))
     parts.sync_blocks(tmp_path / "a.zarr", dst, blocks[1:2])
     assert synced == ["a.zarr/0/c/1/0/0/0/0", "a.zarr/0/c/1/0/0/0"]
     synced.clear()

@@ -56,11 +56,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             if path.exists() or path.is_symlink():
                 os.replace(path, old)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
             remove(old)
         else:
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
     except BaseException:
         remove(tmp)
         raise
@@ -121,10 +121,11 @@ def sync_tree(path: Path) -> None:
         for name in files:
             with open(os.path.join(root, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(Path(root))
+        fsync_path(Path(root))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk (a folder: so a rename in it survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -32,7 +32,7 @@ from typing import Any, Literal, Sequence
 
 from n2sr.errors import InputError
 from n2sr.io import omezarr
-from n2sr.io.atomic import atomic_path
+from n2sr.io.atomic import atomic_path, fsync_path
 from n2sr.io.blocks import Block, block_grid
 
 _STAGE = re.compile(r"^(prepare|gather|[0-9]+)/([0-9]+)$")
@@ -180,18 +180,10 @@ def sync_blocks(path: str | os.PathLike[str], array: Any, blocks: Sequence[Block
         for index in itertools.product(*ranges):
             chunk = Path(path, "0", "c", *map(str, index))
             if chunk.is_file():
-                _fsync(chunk)
+                fsync_path(chunk)
                 folders.add(chunk.parent)
     for f in folders:
-        _fsync(f)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(f)
 
 
 def write_marker(out: str | os.PathLike[str], stage: Stage, record: dict) -> None:
