@@ -152,6 +152,8 @@ def _gather(output: Path | str, outputs: list[Path], attrs: dict, stage: parts.S
     parts.clear(output)
     if tiff:
         export_tiff(output, tiff)
+
+
 @contextlib.contextmanager
 def _atomic_all(paths: Sequence[Path]) -> Iterator[list[Path]]:
     """Temporary paths for several outputs, renamed into place only if all were written."""
