@@ -81,7 +81,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
     runner = engine if stride == 2 else Decorrelated(engine, stride)  # the checkpoint's stride, honoured
-    context = engine.overlap if stride == 2 else runner.context
+    context = runner.context
     attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
     fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
     stream = dict(context=context, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)

@@ -251,6 +251,11 @@ def gather_option(kind: str):
     return option
 
 
+def denoise_gpus(wildcards) -> int:
+    """GPUs of the denoise rule: none when it only gathers a scattered stack's parts (no network runs)."""
+    return 0 if stack_parts(wildcards, "denoise") > 1 else config["resources"]["denoise"]["gpu"]
+
+
 def model_of(wildcards) -> str:
     return os.path.join(model_dir(wildcards.method).format(configuration=wildcards.configuration), "model.pt")
 

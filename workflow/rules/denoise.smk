@@ -1,8 +1,8 @@
 # A stack of more than denoise.part_size pixels is denoised by K jobs (common.smk: stack_parts):
 # denoise_prepare creates the empty outputs under a hidden name, each denoise_part computes a run
 # of whole blocks into them, and the denoise rule itself (--part gather/K) publishes the output
-# once every part's marker is there (n2sr/io/parts.py). Markers are temp(): a killed part is
-# redone alone, and they go once the output is published.
+# once every part's marker is there (n2sr/io/parts.py); it then asks for no GPU. Markers are temp():
+# a killed part is redone alone, and they go once the output is published.
 rule denoise:
     input:
         model="results/models/{configuration}/model.pt",
@@ -21,7 +21,7 @@ rule denoise:
         part=gather_option("denoise"),
     threads: lookup(dpath="resources/denoise/threads", within=config)
     resources:
-        gpu=lookup(dpath="resources/denoise/gpu", within=config),
+        gpu=denoise_gpus,
         mem_mb=scaled_mem("denoise"),
         runtime=lookup(dpath="resources/denoise/runtime", within=config),
         attempt=attempt,
