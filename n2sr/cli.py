@@ -156,6 +156,16 @@ def _train(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     return kwargs
 
 
+def _adopt(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
+    p.add_argument("checkpoint", type=Path, help="a model trained before (.pt), e.g. an earlier run's")
+    p.add_argument("--out", type=Path, required=True, help="the record of the checked model to write (adopted.json)")
+    p.add_argument("--method", choices=METHODS, default="n2sr", help="the method it must be a model of")
+    p.add_argument("--normalization", choices=["range", "meanstd"],
+                   help="the normalisation it must have been trained with (default: not checked)")
+    return lambda ns: {"checkpoint": ns.checkpoint, "out": ns.out, "method": ns.method,
+                       "normalization": ns.normalization}
+
+
 def _denoise(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("model", type=Path)
     p.add_argument("input", type=Path)
@@ -232,6 +242,7 @@ COMMANDS: dict[str, Command] = {
     "reference": Command("reference of a field of view -> OME-Zarr: the average of an OME-Zarr's captures (t), "
                          "or a given reference file converted", _source_out),
     "train": Command("train a Noise2SR (or baseline) model on noisy images", _train),
+    "adopt": Command("check a model trained before and use it as this run's (instead of training)", _adopt),
     "denoise": Command("denoise an image or stack with a trained model", _denoise),
     "bm3d": Command("denoise an image or stack with BM3D (noise estimated from each plane)", _bm3d),
     "evaluate": Command("PSNR/SSIM of images against a reference", _evaluate),

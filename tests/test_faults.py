@@ -300,3 +300,43 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
     shutil.rmtree(work / "results/reports/partial")  # the failed first run's partial summary (config/README.md)
     compared = assert_same_outputs(baseline / "results", work / "results")
     assert {DENOISED[len("results/"):], "denoised/n2sr/demo/2.tif", *(c[len("results/"):] for c in scores)} <= set(compared)
+
+
+def test_a_model_trained_before_replaces_training_and_a_mismatch_is_named(baseline, tmp_path):
+    """config models: a second run with only the test FOV reuses the baseline's models folder. It
+    trains nothing, leaves the reused checkpoint untouched, records its sha256, and denoises bit
+    for bit as the run that trained it. A checkpoint that does not fit the config (another
+    normalisation) fails its adopt job with one line naming the file; the rest still completes."""
+    import hashlib
+    import json
+
+    import yaml
+
+    from n2sr.io import omezarr
+
+    models = baseline / "results/models/demo"
+    stamp = (models / "model.pt").stat().st_mtime_ns
+    work = make_work(tmp_path / "reuse")
+    write_sheet(work / "samples.tsv", [("demo", "2", "archive/2.tif", "archive/2_ref.tif", "test")])
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["models"] = {"demo": str(models)}
+    write_config(work, config)
+    run = snakemake(work, *ARGS)
+    assert run.returncode == 0, run.stdout
+    rules = [r for r, _ in jobs_run(run.stdout)]
+    assert "adopt" in rules and "train" not in rules, rules
+    assert (models / "model.pt").stat().st_mtime_ns == stamp and not (work / "results/models/demo/model.pt").exists()
+    record = json.loads((work / "results/models/demo/adopted.json").read_text())
+    assert record["sha256"] == hashlib.sha256((models / "model.pt").read_bytes()).hexdigest()
+    assert omezarr.read_attrs(work / DENOISED)["model_sha256"] == record["sha256"]
+    assert np.array_equal(zarr_array(work / DENOISED), zarr_array(baseline / DENOISED))
+
+    config["train"]["normalization"] = "meanstd"  # the reused model was trained with range
+    write_config(work, config)
+    shutil.rmtree(work / "results")
+    bad = snakemake(work, *ARGS, "--keep-going")
+    assert bad.returncode != 0
+    line = (work / "logs/adopt/demo.log").read_text().strip().splitlines()[-1]
+    assert line == (f"n2sr: error: {models / 'model.pt'}: was trained with normalization range; this run's "
+                    "train.normalization is meanstd: set it to match or retrain"), line
+    assert (work / "results/metrics/noisy/demo/2.csv").is_file()  # what needs no model still ran

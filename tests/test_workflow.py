@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -333,6 +334,13 @@ def test_pipeline_end_to_end(tmp_path):
 
     rerun = snakemake(work, "-n", "--configfile", "config.yaml")
     assert "Nothing to be done" in rerun.stdout, rerun.stdout
+
+    # the HTML report the catalog file promises (`report: true`), from a folder that needs quoting
+    made = snakemake(work, "--configfile", "config.yaml", "--report", "report.zip")
+    assert made.returncode == 0, made.stdout
+    with zipfile.ZipFile(work / "report.zip") as z:
+        names = {Path(n).name for n in z.namelist()}
+    assert {"report.html", "summary.csv", "table.csv", "curve.png"} <= names, names
 
 
 @pytest.mark.slow

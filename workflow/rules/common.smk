@@ -256,8 +256,53 @@ def denoise_gpus(wildcards) -> int:
     return 0 if stack_parts(wildcards, "denoise") > 1 else config["resources"]["denoise"]["gpu"]
 
 
+def adopted_models() -> dict[tuple[str, str], str]:
+    """(configuration, method) -> the checkpoint trained before that this run uses instead of
+    training (config `models`: a model.pt, or a folder laid out like results/models/<configuration>)."""
+    found = {}
+    for configuration, path in (config.get("models") or {}).items():
+        key = f"config models.{configuration}"
+        if configuration not in CONFIGURATIONS:
+            raise ConfigError(f"{key}: no such configuration in the samples (they are {', '.join(CONFIGURATIONS)})")
+        if os.path.isdir(path):
+            for method in TRAINED:
+                candidate = os.path.join(path, *([] if method == "n2sr" else [method]), "model.pt")
+                if os.path.isfile(candidate):
+                    found[(configuration, method)] = candidate
+            if not any(c == configuration for c, _ in found):
+                raise ConfigError(f"{key}: folder {path} holds no model.pt (nor <method>/model.pt) of {', '.join(TRAINED)}")
+        elif os.path.isfile(path):
+            found[(configuration, "n2sr")] = path
+        else:
+            raise ConfigError(f"{key}: {path} does not exist; give a model.pt or a folder holding one")
+        part = samples[samples["configuration"] == configuration]
+        untrainable = [m for m in TRAINED if (configuration, m) not in found]
+        if untrainable and not part["split"].isin(TRAIN_SPLITS).any():
+            raise ConfigError(f"{key}: no model of {', '.join(untrainable)} there, and configuration {configuration} "
+                              "has no train FOVs to train one")
+    return found
+
+
+ADOPTED = adopted_models()
+
+
 def model_of(wildcards) -> str:
-    return os.path.join(model_dir(wildcards.method).format(configuration=wildcards.configuration), "model.pt")
+    """The model a denoise job uses: the one trained before (config models), else this run's."""
+    method = getattr(wildcards, "method", "n2sr")
+    adopted = ADOPTED.get((wildcards.configuration, method))
+    return adopted or os.path.join(model_dir(method).format(configuration=wildcards.configuration), "model.pt")
+
+
+def adoption_record(wildcards) -> list[str]:
+    """The check of a model trained before (adopted.json), which must pass before it denoises."""
+    method = getattr(wildcards, "method", "n2sr")
+    if (wildcards.configuration, method) not in ADOPTED:
+        return []
+    return [os.path.join(model_dir(method).format(configuration=wildcards.configuration), "adopted.json")]
+
+
+def adopted_checkpoint(wildcards) -> str:
+    return ADOPTED[(wildcards.configuration, getattr(wildcards, "method", "n2sr"))]
 
 
 def companions(wildcards) -> str:
@@ -371,7 +416,7 @@ def get_final_output() -> list[str]:
     """Reports when there is something to test; models (with their curves) of every trained
     method for every configuration."""
     models = [f"{model_dir(m).format(configuration=c)}/{name}" for m in TRAINED for c in CONFIGURATIONS
-              for name in ("model.pt", "curve.png")]
+              for name in (("adopted.json",) if (c, m) in ADOPTED else ("model.pt", "curve.png"))]
     reports = ["results/reports/summary.csv", "results/reports/table.csv", "results/reports/table_fixed.csv",
                *configuration_summaries(), *crops_figures()]
     return models + (reports if len(TEST) else [])

@@ -5,7 +5,8 @@
 # a killed part is redone alone, and they go once the output is published.
 rule denoise:
     input:
-        model="results/models/{configuration}/model.pt",
+        model=model_of,
+        adopted=adoption_record,
         noisy="results/ingest/{configuration}/{fov}.zarr",
         parts=part_inputs("denoise"),
     output:
@@ -32,7 +33,8 @@ rule denoise:
 
 use rule denoise as denoise_baseline with:
     input:
-        model="results/models/{configuration}/{method}/model.pt",
+        model=model_of,
+        adopted=adoption_record,
         noisy="results/ingest/{configuration}/{fov}.zarr",
         parts=part_inputs("denoise"),
     output:
@@ -66,6 +68,7 @@ rule denoise_bm3d:
 rule denoise_prepare:
     input:
         model=model_of,
+        adopted=adoption_record,
         noisy="results/ingest/{configuration}/{fov}.zarr",
     output:
         temp(scatter.marker("results/denoised/{method}/{configuration}/{fov}.zarr", "prepare", "{K}")),

@@ -44,3 +44,29 @@ use rule train as train_baseline with:
         "logs/train/{configuration}/{method}.log",
     params:
         options=lambda wildcards: train_options(wildcards.method),
+
+
+# A model trained before (config models) replaces training: its check (n2sr adopt) writes
+# adopted.json, which the denoise jobs wait for; they read the checkpoint where it lies.
+rule adopt:
+    input:
+        adopted_checkpoint,
+    output:
+        "results/models/{configuration}/adopted.json",
+    log:
+        "logs/adopt/{configuration}.log",
+    conda:
+        N2SR_ENV
+    params:
+        method=lambda wildcards: getattr(wildcards, "method", "n2sr"),
+        normalization=config["train"]["normalization"],
+    shell:
+        "n2sr adopt {input:q} --out {output:q} --method {params.method} --normalization {params.normalization:q}"
+        " > {log:q} 2>&1"
+
+
+use rule adopt as adopt_baseline with:
+    output:
+        f"results/models/{{configuration}}/{{method,{UNET_BASELINES}}}/adopted.json",
+    log:
+        "logs/adopt/{configuration}/{method}.log",
