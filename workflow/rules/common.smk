@@ -90,7 +90,7 @@ UNET_BASELINES = "n2v|n2s|n2n"  # regex for the {method} wildcard of the baselin
 
 def _one_of(names) -> str:
     """Regex matching exactly these names, so a wildcard never spans a '/' or a suffix."""
-    return "|".join(map(re.escape, sorted(set(names))))
+    return "|".join(map(re.escape, sorted(set(names)))) or "(?!)"  # no names: matches nothing
 
 
 wildcard_constraints:
@@ -177,7 +177,8 @@ def train_options(method: str) -> str:
     """`n2sr train` options of `method`: the shared training settings and the method's own
     (config section `n2v`, `n2s` or `n2n`, options `--n2v-box`, ...)."""
     own = {f"{method}_{key}": value for key, value in config.get(method, {}).items()}
-    return cli_options({"method": method, "captures": config["train_captures"], **config["train"], **own})
+    train = {k: v for k, v in config["train"].items() if k != "retrain"}  # the workflow's, not n2sr train's
+    return cli_options({"method": method, "captures": config["train_captures"], **train, **own})
 
 
 def denoised(wildcards) -> str:
@@ -284,6 +285,19 @@ def adopted_models() -> dict[tuple[str, str], str]:
 
 
 ADOPTED = adopted_models()
+
+
+def frozen_configurations() -> set[str]:
+    """With train.retrain: never, the configurations whose trained models all exist: no rule
+    produces their models any more, so nothing (new train FOVs, other settings) retrains them."""
+    if config["train"]["retrain"] != "never":
+        return set()
+    return {c for c in CONFIGURATIONS
+            if all(os.path.isfile(os.path.join(model_dir(m).format(configuration=c), "model.pt"))
+                   for m in TRAINED if (c, m) not in ADOPTED)}
+
+
+TRAINABLE = [c for c in CONFIGURATIONS if c not in frozen_configurations()]
 
 
 def model_of(wildcards) -> str:

@@ -12,6 +12,8 @@ rule train:
         ),
     log:
         "logs/train/{configuration}.log",
+    wildcard_constraints:
+        configuration=_one_of(TRAINABLE),  # not a frozen one (train.retrain: never)
     conda:
         N2SR_ENV
     params:
