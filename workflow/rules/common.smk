@@ -1,3 +1,5 @@
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -426,6 +428,20 @@ def crops_capture() -> int:
     return (config["test_captures"] or [0])[0]
 
 
+def model_records() -> list[str]:
+    """Every model this run uses: model.pt of a trained one, adopted.json of one trained before."""
+    return [f"{model_dir(m).format(configuration=c)}/{'adopted.json' if (c, m) in ADOPTED else 'model.pt'}"
+            for c in CONFIGURATIONS for m in TRAINED]
+
+
+def bench(rule: str, wildcards: str) -> str:
+    """The Snakemake benchmark file of a job (wall time, peak memory; gathered into run.json)."""
+    return f"{BENCHMARKS}/{rule}/{wildcards}.tsv"
+
+
+BENCHMARKS = "results/benchmarks"
+
+
 def get_final_output() -> list[str]:
     """Reports when there is something to test; models (with their curves) of every trained
     method for every configuration."""
@@ -433,4 +449,4 @@ def get_final_output() -> list[str]:
               for name in (("adopted.json",) if (c, m) in ADOPTED else ("model.pt", "curve.png"))]
     reports = ["results/reports/summary.csv", "results/reports/table.csv", "results/reports/table_fixed.csv",
                *configuration_summaries(), *crops_figures()]
-    return models + (reports if len(TEST) else [])
+    return models + (reports if len(TEST) else []) + ["results/reports/run.json"]

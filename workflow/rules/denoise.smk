@@ -14,6 +14,8 @@ rule denoise:
         **denoise_extra_outputs(),
     log:
         "logs/denoise/{configuration}/{fov}.log",
+    benchmark:
+        bench("denoise", "n2sr/{configuration}/{fov}")
     conda:
         N2SR_ENV
     params:
@@ -42,6 +44,8 @@ use rule denoise as denoise_baseline with:
         **denoise_extra_outputs("{method}"),
     log:
         "logs/denoise/{method}/{configuration}/{fov}.log",
+    benchmark:
+        bench("denoise", "{method}/{configuration}/{fov}")
 
 
 # BM3D needs no model: the noise of each plane is estimated from the plane itself.
@@ -53,6 +57,8 @@ rule denoise_bm3d:
         **denoise_extra_outputs("bm3d"),
     log:
         "logs/denoise/bm3d/{configuration}/{fov}.log",
+    benchmark:
+        bench("denoise", "bm3d/{configuration}/{fov}")
     conda:
         N2SR_ENV
     params:
@@ -74,6 +80,8 @@ rule denoise_prepare:
         temp(scatter.marker("results/denoised/{method}/{configuration}/{fov}.zarr", "prepare", "{K}")),
     log:
         "logs/denoise_prepare/{method}/{configuration}/{fov}.of-{K}.log",
+    benchmark:
+        bench("denoise_prepare", "{method}/{configuration}/{fov}.of-{K}")
     wildcard_constraints:
         method=_one_of(TRAINED),
         K=r"\d+",
@@ -97,6 +105,8 @@ rule denoise_part:
         temp(scatter.marker("results/denoised/{method}/{configuration}/{fov}.zarr", "{k}", "{K}")),
     log:
         "logs/denoise_part/{method}/{configuration}/{fov}.{k}-of-{K}.log",
+    benchmark:
+        bench("denoise_part", "{method}/{configuration}/{fov}.{k}-of-{K}")
     wildcard_constraints:
         method=_one_of(TRAINED),
         k=r"\d+",

@@ -12,6 +12,8 @@ rule train:
         ),
     log:
         "logs/train/{configuration}.log",
+    benchmark:
+        bench("train", "{configuration}")
     wildcard_constraints:
         configuration=_one_of(TRAINABLE),  # not a frozen one (train.retrain: never)
     conda:
@@ -44,6 +46,8 @@ use rule train as train_baseline with:
         ),
     log:
         "logs/train/{configuration}/{method}.log",
+    benchmark:
+        bench("train", "{configuration}/{method}")
     params:
         options=lambda wildcards: train_options(wildcards.method),
 
@@ -57,6 +61,8 @@ rule adopt:
         "results/models/{configuration}/adopted.json",
     log:
         "logs/adopt/{configuration}.log",
+    benchmark:
+        bench("adopt", "{configuration}")
     conda:
         N2SR_ENV
     params:
@@ -72,3 +78,5 @@ use rule adopt as adopt_baseline with:
         f"results/models/{{configuration}}/{{method,{UNET_BASELINES}}}/adopted.json",
     log:
         "logs/adopt/{configuration}/{method}.log",
+    benchmark:
+        bench("adopt", "{configuration}/{method}")
