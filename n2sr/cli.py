@@ -190,7 +190,10 @@ def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("output", type=Path)
     _captures_option(p)
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
-    return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff}
+    p.add_argument("--pyramid", type=int, default=DenoiseConfig.pyramid,
+                   help="multiscale levels of a Zarr output down to this plane side; 0: none (default: %(default)s)")
+    return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff,
+                       "pyramid": ns.pyramid}
 
 
 def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:

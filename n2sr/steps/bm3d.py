@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from n2sr.bm3d import bm3d_denoise
+from n2sr.config import DenoiseConfig
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
@@ -20,7 +21,9 @@ from n2sr.io.provenance import versions
 
 
 def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
-         captures: Sequence[int] | None = None, tiff: str | os.PathLike[str] | None = None) -> None:
+         captures: Sequence[int] | None = None, tiff: str | os.PathLike[str] | None = None,
+         pyramid: int = DenoiseConfig.pyramid) -> None:
+    """`pyramid`: as `denoise.pyramid` (multiscale levels of a large Zarr output)."""
     check_outputs([input], [output, tiff])
     selection = select(input, captures)
     stack = selection.read()
@@ -29,6 +32,6 @@ def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         denoised[index] = bm3d_denoise(stack[index])
     attrs = {"source": str(selection.path), "captures": selection.captures, "method": "bm3d",
              "noise": "blind Poisson-Gaussian + GAT", "versions": versions()}
-    write_image(output, denoised, attrs=attrs)
+    write_image(output, denoised, attrs=attrs, pyramid=pyramid)
     if tiff:
         write_image(tiff, denoised, attrs=attrs)

@@ -24,6 +24,7 @@ from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
+from n2sr.io.pyramid import add_levels
 from n2sr.nn.decorrelate import Decorrelated
 from n2sr.nn.device import set_threads
 from n2sr.nn.inference import Engine, as_dtype
@@ -76,7 +77,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         _prepare(output, outputs, selection, dtype, cfg, stage)
         return
     if stage is not None and stage.kind == "gather":
-        _gather(output, outputs, attrs, stage, tiff)
+        _gather(output, outputs, attrs, stage, tiff, cfg.pyramid)
         return
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
@@ -104,15 +105,17 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
                 sr_dst = omezarr.create_image(tmps[1], _sr_shape(selection.shape), dtype,
                                               attrs={**attrs, "kind": "2x super-resolution"})
             stream_blocks(selection, fn, dst, sr_dst, **stream)
+            for tmp in tmps:
+                add_levels(tmp, cfg.pyramid)
         if tiff:
             export_tiff(output, tiff)
         return
     denoised, sr_arr = runner.denoise_array(selection.read(), return_sr=sr is not None)
     if dtype != np.float32:
         denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
-    write_image(output, denoised, attrs=attrs)
+    write_image(output, denoised, attrs=attrs, pyramid=cfg.pyramid)
     if sr is not None:
-        write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"})
+        write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"}, pyramid=cfg.pyramid)
     if tiff:
         write_image(tiff, denoised, attrs=attrs)
 
@@ -136,8 +139,9 @@ def _prepare(output: Path | str, outputs: list[Path], selection, dtype: np.dtype
 
 
 def _gather(output: Path | str, outputs: list[Path], attrs: dict, stage: parts.Stage,
-            tiff: str | os.PathLike[str] | None) -> None:
-    """Every part done: the final provenance, then the outputs renamed into place, all or none."""
+            tiff: str | os.PathLike[str] | None, pyramid: int) -> None:
+    """Every part done: the final provenance and the multiscale levels (out of core), then the
+    outputs renamed into place, all or none."""
     records = parts.records(output, stage.count)
     for key in ("attempt", "tile_size", "overlap_pixels"):
         values = [r[key] for r in records]
@@ -146,6 +150,7 @@ def _gather(output: Path | str, outputs: list[Path], attrs: dict, stage: parts.S
     kinds = [{}, {"kind": "2x super-resolution"}]
     for p, kind in zip(outputs, kinds):
         omezarr.write_attrs(parts.partial(output, p), {**attrs, **kind})
+        add_levels(parts.partial(output, p), pyramid)
     with _atomic_all(outputs) as tmps:
         for p, tmp in zip(outputs, tmps):
             os.replace(parts.partial(output, p), tmp)

@@ -62,13 +62,13 @@ rule denoise_bm3d:
     conda:
         N2SR_ENV
     params:
-        captures=cli_options({"captures": config["test_captures"]}),
+        options=cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"]}),
         outputs=lambda wildcards, output: cli_options({k: v for k, v in output.items() if k != "zarr"}),
     resources:
         mem_mb=scaled_mem("denoise"),
         runtime=lookup(dpath="resources/denoise/runtime", within=config),
     shell:
-        "n2sr bm3d {input.noisy:q} {output.zarr:q} {params.outputs} {params.captures} > {log:q} 2>&1"
+        "n2sr bm3d {input.noisy:q} {output.zarr:q} {params.outputs} {params.options} > {log:q} 2>&1"
 
 
 rule denoise_prepare:
