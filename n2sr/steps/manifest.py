@@ -26,12 +26,13 @@ BENCHMARK_COLUMNS = {"s": "seconds", "max_rss": "max_rss_mb", "cpu_time": "cpu_s
 
 
 def manifest(out: str | os.PathLike[str], *, config: Mapping[str, Any], samples: pd.DataFrame,
-             models: Sequence[str | os.PathLike[str]], benchmarks: str | os.PathLike[str]) -> dict[str, Any]:
+             models: Sequence[str | os.PathLike[str]], benchmarks: str | os.PathLike[str],
+             log: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Write ``run.json`` to `out` and return it.
 
     `models`: each model.pt this run trained (its curve.csv beside it) or adopted.json of a
     model trained before; `benchmarks`: the folder of Snakemake benchmark files,
-    ``<rule>/<wildcards...>.tsv``.
+    ``<rule>/<wildcards...>.tsv``; `log`: where to say what was written.
     """
     text = json.dumps(config, sort_keys=True, default=str)
     record = {
@@ -45,6 +46,8 @@ def manifest(out: str | os.PathLike[str], *, config: Mapping[str, Any], samples:
     record["jobs_by_rule"] = by_rule(record["jobs"])
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    if log is not None:
+        Path(log).write_text(f"{out}: {len(record['models'])} models, {len(record['jobs'])} jobs\n", encoding="utf-8")
     return record
 
 

@@ -64,10 +64,12 @@ rule manifest:
         models=model_records(),
     output:
         "results/reports/run.json",
+    log:
+        "logs/manifest/manifest.log",
     params:
         config_sha256=lambda wildcards: hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
     localrule: True
     run:
         from n2sr.steps.manifest import manifest
 
-        manifest(output[0], config=config, samples=samples, models=input.models, benchmarks=BENCHMARKS)
+        manifest(output[0], config=config, samples=samples, models=input.models, benchmarks=BENCHMARKS, log=log[0])
