@@ -2,24 +2,25 @@
 
 Ingest is the only step that understands vendor layouts; every later step sees one
 ``t c z y x`` OME-Zarr with provenance, so it can stream planes and trust the checksums.
-Stacks are read page by page through tifffile's Zarr store, so a stack larger than
-memory ingests in constant memory.
+A stack is copied plane by plane by a few threads while another hashes it (`n2sr.io.stream`),
+so a stack larger than memory ingests in constant memory at close to disk speed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import tifffile
 import zarr
 
 from n2sr.errors import InputError
-from n2sr.io import omezarr, sources
+from n2sr.io import omezarr, sources, stream
 from n2sr.io.atomic import atomic_path
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import (
@@ -88,40 +89,89 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> 
 
 
 def _ingest_tiff(path: Path, tmp: Path) -> None:
-    sha = sha256_file(path)
-    with reading(path, "tiff"):
-        tif = tifffile.TiffFile(path)
-    with tif:
+    """Hash, decode and compress at once (`n2sr.io.stream`); the checksum goes in once the planes are in."""
+    with stream.hashing(path) as sha256:
         with reading(path, "tiff"):
-            series = first_series(path, tif)
-            axes = tiff_plane_axes(path, series.axes, series.shape)
-            src = zarr.open(store=series.aszarr(level=0), mode="r")
-        _check_dtype(path, series.dtype)
-        attrs = _provenance(path, sha, series.dtype, series.shape, axes)
-        attrs["source_series"] = f"0 of {len(tif.series)}"
-        attrs["source_files"] = sources.record([path], [sha])
-        _copy_planes(path, src, axes, tmp, attrs)
+            tif = tifffile.TiffFile(path)
+        with tif:
+            with reading(path, "tiff"):
+                series = first_series(path, tif)
+                axes = tiff_plane_axes(path, series.axes, series.shape)
+            _check_dtype(path, series.dtype)
+            attrs = _provenance(path, "", series.dtype, series.shape, axes)
+            attrs["source_series"] = f"0 of {len(tif.series)}"
+            writer = _create(tmp, series, axes, attrs)
+            stream.copy_planes(_tiff_planes(path, tif, series, axes), writer)
+        attrs["sha256"] = sha256()
+    attrs["source_files"] = sources.record([path], [attrs["sha256"]])
+    omezarr.write_attrs(tmp, attrs)
 
 
-def _copy_planes(path: Path, src: Any, axes: str, tmp: Path, attrs: dict[str, Any]) -> None:
-    """Copy `src` plane by plane into a new OME-Zarr, mapping `axes` onto ``t c z y x``.
+def _create(tmp: Path, series: Any, axes: str, attrs: dict[str, Any]) -> stream.ChunkWriter:
+    sizes = dict(zip(axes, series.shape))
+    lead = omezarr.to_tczyx(np.empty(_grid_shape(axes, series.shape), np.uint8), axes).shape[:3]
+    return stream.ChunkWriter(tmp, omezarr.create_image(tmp, (*lead, sizes["Y"], sizes["X"]), series.dtype,
+                                                        attrs=attrs))
 
-    The axis mapping is worked out once on an index grid (one integer per plane) rather
-    than on the pixels, so each output plane is read from exactly one source page.
+
+def _grid_shape(axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if a in "YXS" else n for a, n in zip(axes, shape))
+
+
+def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str) -> Iterator[stream.Plane]:
+    """Every output plane's ``(t, c, z)`` and a function reading it from the TIFF.
+
+    The axis mapping is worked out once on an index grid (one integer per source plane)
+    rather than on the pixels, so each output plane is read from exactly one source page. When
+    the series is one page per plane, a plane is its page, decoded by the copying thread
+    (`TiffPage.asarray` reads under the file's lock); otherwise (a truncated ImageJ file,
+    pages in other files, a transform) it is read here through tifffile's Zarr store.
     """
-    grid_shape = tuple(1 if a in "YXS" else n for a, n in zip(axes, src.shape))
+    grid_shape = _grid_shape(axes, series.shape)
     grid = omezarr.to_tczyx(np.arange(int(np.prod(grid_shape))).reshape(grid_shape), axes)
-    sizes = dict(zip(axes, src.shape))
-    out = omezarr.create_image(tmp, (*grid.shape[:3], sizes["Y"], sizes["X"]), src.dtype, attrs=attrs)
+    paged = _one_page_per_plane(series, axes, int(np.prod(grid_shape)))
+    if paged:
+        tif.filehandle.set_lock(True)
+    else:
+        with reading(path, "tiff"):
+            src = zarr.open(store=series.aszarr(level=0), mode="r")
     transpose = axes.index("Y") > axes.index("X")
     for tcz in np.ndindex(grid.shape[:3]):
-        index: list[Any] = list(np.unravel_index(int(grid[tcz][0, 0]), grid_shape))
+        flat = int(grid[tcz][0, 0])
+        if paged:
+            with reading(path, "tiff"), tif.filehandle.lock:  # pages are parsed lazily, from the shared handle
+                page = series[flat]
+            yield tcz, functools.partial(_read_page, path, page, series.dtype, (series.shape[axes.index("Y")],
+                                                                                 series.shape[axes.index("X")]))
+            continue
+        index: list[Any] = list(np.unravel_index(flat, grid_shape))
         index[axes.index("Y")] = index[axes.index("X")] = slice(None)
         with reading(path, "tiff"):  # only reads: a full disk is not a corrupt input
             plane = np.asarray(src[tuple(index)])
         plane = plane.T if transpose else plane
         check_finite(path, plane)
-        out[tcz] = plane
+        yield tcz, functools.partial(_given, plane)
+
+
+def _one_page_per_plane(series: Any, axes: str, planes: int) -> bool:
+    """Whether page i of `series` is exactly plane i of its ``...YX(S)`` grid."""
+    key = series.keyframe
+    plane_last = axes.replace("S", "").endswith("YX") and ("S" not in axes or axes.endswith("S"))
+    return (plane_last and len(series) == planes and not series.is_multifile and series.transform is None
+            and np.dtype(key.dtype) == np.dtype(series.dtype) and int(np.prod(key.shape)) * planes == series.size)
+
+
+def _read_page(path: Path, page: Any, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
+    if page is None:  # a page the file lacks reads as the fill value, as through tifffile's Zarr store
+        return np.zeros(shape, dtype)
+    with reading(path, "tiff"):
+        plane = page.asarray(maxworkers=1).reshape(shape)
+    check_finite(path, plane)
+    return plane
+
+
+def _given(plane: np.ndarray) -> np.ndarray:
+    return plane
 
 
 def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str, checksums: list[str]) -> None:
