@@ -25,15 +25,17 @@ def stack(shape, dtype=np.uint16, seed=0):
     return np.random.default_rng(seed).integers(0, 4000, shape).astype(dtype)
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_threaded_ingest_is_tifffile_and_zarr_bit_for_bit(tmp_path, monkeypatch, workers):
+@pytest.mark.parametrize(("workers", "byteorder", "compression"), [(1, "<", None), (3, "<", None), (3, ">", None),
+                                                                   (2, "<", "zlib")])
+def test_threaded_ingest_is_tifffile_and_zarr_bit_for_bit(tmp_path, monkeypatch, workers, byteorder, compression):
     """37 pages (no multiple of the workers or of the planes in flight), some all zero (zarr stores
-    no chunk for those): the array is tifffile's, the sha256 is the file's, and every file of the
-    output (metadata and chunks) is what zarr itself writes for the same array and attributes."""
+    no chunk for those), little- and big-endian, raw and compressed pages: the array is tifffile's,
+    the sha256 is the file's, and every file of the output (metadata and chunks) is what zarr
+    itself writes for the same array and attributes."""
     data = stack((37, 24, 40))
     data[[0, 5, 36]] = 0
     source = tmp_path / "s.tif"
-    tifffile.imwrite(source, data, photometric="minisblack")
+    tifffile.imwrite(source, data, photometric="minisblack", byteorder=byteorder, compression=compression)
     monkeypatch.setattr(stream, "available_cpus", lambda: workers)
     ingest(source, tmp_path / "out.zarr")
     np.testing.assert_array_equal(omezarr.open_image(tmp_path / "out.zarr")[:, 0, 0], tifffile.imread(source))

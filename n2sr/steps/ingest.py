@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -130,6 +131,8 @@ def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str) -> 
     grid_shape = _grid_shape(axes, series.shape)
     grid = omezarr.to_tczyx(np.arange(int(np.prod(grid_shape))).reshape(grid_shape), axes)
     paged = _one_page_per_plane(series, axes, int(np.prod(grid_shape)))
+    shape = (series.shape[axes.index("Y")], series.shape[axes.index("X")])
+    buffers = threading.local()  # one plane buffer per copying thread, reused page after page
     if paged:
         tif.filehandle.set_lock(True)
     else:
@@ -141,8 +144,7 @@ def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str) -> 
         if paged:
             with reading(path, "tiff"), tif.filehandle.lock:  # pages are parsed lazily, from the shared handle
                 page = series[flat]
-            yield tcz, functools.partial(_read_page, path, page, series.dtype, (series.shape[axes.index("Y")],
-                                                                                 series.shape[axes.index("X")]))
+            yield tcz, functools.partial(_read_page, path, page, series.dtype, shape, buffers)
             continue
         index: list[Any] = list(np.unravel_index(flat, grid_shape))
         index[axes.index("Y")] = index[axes.index("X")] = slice(None)
@@ -161,11 +163,17 @@ def _one_page_per_plane(series: Any, axes: str, planes: int) -> bool:
             and np.dtype(key.dtype) == np.dtype(series.dtype) and int(np.prod(key.shape)) * planes == series.size)
 
 
-def _read_page(path: Path, page: Any, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
+def _read_page(path: Path, page: Any, dtype: np.dtype, shape: tuple[int, int], buffers: threading.local) -> np.ndarray:
+    """Decode `page` into this thread's plane buffer: a fresh array per page costs more in page
+    faults than the decoding (``benchmarks/results/ingest.md``). The caller writes it out before
+    this thread reads the next page."""
     if page is None:  # a page the file lacks reads as the fill value, as through tifffile's Zarr store
         return np.zeros(shape, dtype)
+    buffer = getattr(buffers, "plane", None)
+    if buffer is None or buffer.dtype != dtype or buffer.shape != shape:
+        buffer = buffers.plane = np.empty(shape, dtype)
     with reading(path, "tiff"):
-        plane = page.asarray(maxworkers=1).reshape(shape)
+        plane = page.asarray(out=buffer, maxworkers=1).reshape(shape)
     check_finite(path, plane)
     return plane
 
