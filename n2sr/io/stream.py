@@ -29,6 +29,7 @@ import zarr
 from numcodecs import Blosc
 
 from n2sr.cpus import available_cpus
+from n2sr.io.atomic import fsync_path, sync_tree
 from n2sr.io.images import sha256_file
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
@@ -92,6 +93,20 @@ def put(file: Path, data: Any) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def sync_planes(writer: ChunkWriter, numbers: range) -> None:
+    """fsync the chunk files and folders of the planes numbered `numbers` (``t c z`` order) and their
+    parent folders: a part's marker then never outlives its data (`n2sr.io.parts`)."""
+    array, folders = writer.array, set()
+    for number in numbers:
+        tcz = tuple(int(i) for i in np.unravel_index(number, array.shape[:-2]))
+        plane = (writer.root / array.metadata.encode_chunk_key((*tcz, 0, 0))).parent.parent
+        if plane.is_dir():
+            sync_tree(plane)
+            folders.update(p for p in plane.parents if p.is_relative_to(writer.root))
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        fsync_path(folder)
 
 
 def copy_planes(planes: Iterable[Plane], writer: ChunkWriter, *, workers: int | None = None,

@@ -8,8 +8,10 @@ so a stack larger than memory ingests in constant memory at close to disk speed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import math
 import os
 import re
 import threading
@@ -20,8 +22,9 @@ import numpy as np
 import tifffile
 import zarr
 
+from n2sr.config import IngestConfig
 from n2sr.errors import InputError
-from n2sr.io import omezarr, sources, stream
+from n2sr.io import omezarr, parts, sources, stream
 from n2sr.io.atomic import atomic_path
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import (
@@ -56,7 +59,8 @@ def series_files(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(files, key=lambda f: natural_key(f.name))
 
 
-def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> Path:
+def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], cfg: IngestConfig = IngestConfig(), *,
+           part: str | None = None) -> Path:
     """Convert `source` to an OME-Zarr image at `out_zarr` and return its path.
 
     `source` is a TIFF / OME-TIFF / ImageJ stack, a PNG, or a folder of same-shape PNG or
@@ -64,17 +68,25 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> 
     order). The output keeps the source dtype; its ``n2sr`` attributes record the source
     path, sha256 (for a folder: of the sorted per-file checksums), dtype, and each raw file's
     path, size, mtime and sha256 (`n2sr.io.sources`: later steps check them). The output appears
-    only when complete.
+    only when complete. `part` runs one stage of a conversion scattered over K jobs
+    (``prepare/K``, ``k/K``, ``gather/K``; TIFF stacks, `n2sr.io.parts`); the output is bit for
+    bit that of one job. ``cfg.part_size`` is the workflow's: it decides K.
     """
     source = check_exists(source)
     out = Path(out_zarr)
     check_outputs([source], [out])
+    stage = parts.parse(part) if part is not None else None
     if out.suffix.lower() != ".zarr":
         raise ValueError(f"{out}: ingest writes OME-Zarr; name the output *.zarr")
     is_series = source.is_dir() and not (source / "zarr.json").is_file()
     kind = "folder" if is_series else kind_of(source)
     if kind == "zarr":
         raise InputError(source, "is already Zarr; ingest takes a TIFF, a PNG or a folder of them")
+    if stage is not None:
+        if kind != "tiff":
+            raise InputError(source, "--part converts TIFF stacks; ingest a PNG or a folder in one job")
+        _ingest_stage(source, out, stage)
+        return out
     with atomic_path(out) as tmp:
         if kind == "tiff":
             _ingest_tiff(source, tmp)
@@ -91,36 +103,99 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> 
 
 def _ingest_tiff(path: Path, tmp: Path) -> None:
     """Hash, decode and compress at once (`n2sr.io.stream`); the checksum goes in once the planes are in."""
-    with stream.hashing(path) as sha256:
-        with reading(path, "tiff"):
-            tif = tifffile.TiffFile(path)
-        with tif:
-            with reading(path, "tiff"):
-                series = first_series(path, tif)
-                axes = tiff_plane_axes(path, series.axes, series.shape)
-            _check_dtype(path, series.dtype)
-            attrs = _provenance(path, "", series.dtype, series.shape, axes)
-            attrs["source_series"] = f"0 of {len(tif.series)}"
-            writer = _create(tmp, series, axes, attrs)
-            stream.copy_planes(_tiff_planes(path, tif, series, axes), writer)
+    with stream.hashing(path) as sha256, _tiff(path) as (tif, series, axes, attrs):
+        writer = stream.ChunkWriter(tmp, omezarr.create_image(tmp, _out_shape(series, axes), series.dtype,
+                                                              attrs=attrs))
+        stream.copy_planes(_tiff_planes(path, tif, series, axes), writer)
         attrs["sha256"] = sha256()
+    _finish(path, tmp, attrs)
+
+
+@contextlib.contextmanager
+def _tiff(path: Path) -> Iterator[tuple[tifffile.TiffFile, Any, str, dict[str, Any]]]:
+    """The open TIFF, its first series, that series' axes and the provenance (sha256 still empty)."""
+    with reading(path, "tiff"):
+        tif = tifffile.TiffFile(path)
+    with tif:
+        with reading(path, "tiff"):
+            series = first_series(path, tif)
+            axes = tiff_plane_axes(path, series.axes, series.shape)
+        _check_dtype(path, series.dtype)
+        attrs = _provenance(path, "", series.dtype, series.shape, axes)
+        attrs["source_series"] = f"0 of {len(tif.series)}"
+        yield tif, series, axes, attrs
+
+
+def _finish(path: Path, image: Path, attrs: dict[str, Any]) -> None:
     attrs["source_files"] = sources.record([path], [attrs["sha256"]])
-    omezarr.write_attrs(tmp, attrs)
+    omezarr.write_attrs(image, attrs)
 
 
-def _create(tmp: Path, series: Any, axes: str, attrs: dict[str, Any]) -> stream.ChunkWriter:
+def _out_shape(series: Any, axes: str) -> tuple[int, ...]:
     sizes = dict(zip(axes, series.shape))
     lead = omezarr.to_tczyx(np.empty(_grid_shape(axes, series.shape), np.uint8), axes).shape[:3]
-    return stream.ChunkWriter(tmp, omezarr.create_image(tmp, (*lead, sizes["Y"], sizes["X"]), series.dtype,
-                                                        attrs=attrs))
+    return (*lead, sizes["Y"], sizes["X"])
+
+
+def _ingest_stage(path: Path, out: Path, stage: parts.Stage) -> None:
+    """One stage of a scattered conversion: prepare the empty partial output and the plan, copy
+    part k's run of whole planes (its marker last), or gather: hash the source once, record the
+    provenance and publish. Every stage refuses a plan that no longer fits the source."""
+    partial = parts.partial(out, out)
+    if stage.kind == "gather":
+        parts.read_markers(out, stage.count)
+        _gather(path, out, partial, stage)
+        return
+    with _tiff(path) as (tif, series, axes, attrs):
+        shape = _out_shape(series, axes)
+        stat = path.stat()
+        plan = {"count": stage.count, "shape": list(shape), "source_size": stat.st_size,
+                "source_mtime_ns": stat.st_mtime_ns}
+        runs = parts.split(math.prod(shape[:3]), stage.count)  # K > planes: refused before anything is written
+        if stage.kind == "prepare":
+            parts.clear(out)
+            omezarr.create_image(partial, shape, series.dtype, attrs=attrs)
+            omezarr.write_attrs(partial, {"parts": plan})
+            parts.write_marker(out, stage, plan)
+            return
+        array = parts.open_partials(out, [out], stage)[0]
+        _check_plan(partial, plan)
+        start, stop = runs[stage.index - 1]
+        writer = stream.ChunkWriter(partial, array)
+        stream.copy_planes(_tiff_planes(path, tif, series, axes, range(start, stop)), writer)
+        stream.sync_planes(writer, range(start, stop))
+        parts.write_marker(out, stage, {"planes": [start, stop]})
+
+
+def _check_plan(partial: Path, plan: dict[str, Any]) -> None:
+    recorded = omezarr.read_attrs(partial).get("parts") or {}
+    if recorded != plan:
+        changed = ", ".join(k for k in plan if recorded.get(k) != plan[k])
+        raise InputError(partial, f"was prepared for another source or layout ({changed} differ): the parts "
+                                  "would not fit together; rerun prepare")
+
+
+def _gather(path: Path, out: Path, partial: Path, stage: parts.Stage) -> None:
+    """Every part done: the source hashed once (unchanged since prepare), then the output renamed into place."""
+    with _tiff(path) as (_, series, axes, attrs):
+        stat = path.stat()
+        _check_plan(partial, {"count": stage.count, "shape": list(_out_shape(series, axes)),
+                              "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns})
+    attrs["sha256"] = sha256_file(path)
+    _finish(path, partial, attrs)
+    with atomic_path(out) as tmp:
+        os.replace(partial, tmp)
+    parts.clear(out)
 
 
 def _grid_shape(axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(1 if a in "YXS" else n for a, n in zip(axes, shape))
 
 
-def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str) -> Iterator[stream.Plane]:
-    """Every output plane's ``(t, c, z)`` and a function reading it from the TIFF.
+def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str,
+                 select: range | None = None) -> Iterator[stream.Plane]:
+    """Every output plane's ``(t, c, z)`` (or those numbered `select` in ``t c z`` order) and a
+    function reading it from the TIFF.
 
     The axis mapping is worked out once on an index grid (one integer per source plane)
     rather than on the pixels, so each output plane is read from exactly one source page. When
@@ -139,7 +214,9 @@ def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str) -> 
         with reading(path, "tiff"):
             src = zarr.open(store=series.aszarr(level=0), mode="r")
     transpose = axes.index("Y") > axes.index("X")
-    for tcz in np.ndindex(grid.shape[:3]):
+    for number, tcz in enumerate(np.ndindex(grid.shape[:3])):
+        if select is not None and number not in select:
+            continue
         flat = int(grid[tcz][0, 0])
         if paged:
             with reading(path, "tiff"), tif.filehandle.lock:  # pages are parsed lazily, from the shared handle
