@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -124,3 +127,14 @@ def test_a_failing_plane_stops_the_copy_before_it_returns(tmp_path):
     written = {int(p.relative_to(tmp_path / "a.zarr" / "0" / "c").parts[0])
                for p in (tmp_path / "a.zarr" / "0" / "c").rglob("*") if p.is_file()}
     assert written == set(done) and len(done) < 19  # bounded: the rest was never started
+
+
+def test_ingest_never_imports_torch(tmp_path):
+    """Ingest runs on nodes without torch's hundreds of MB: the threaded copy must not pull it in."""
+    tifffile.imwrite(tmp_path / "s.tif", stack((3, 8, 8)), photometric="minisblack")
+    code = ("import sys; from n2sr.cli import main; "
+            f"assert main(['ingest', {str(tmp_path / 's.tif')!r}, {str(tmp_path / 'o.zarr')!r}]) == 0; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
