@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,23 +60,31 @@ def make_stack(path: Path, pages: int) -> None:
             tif.write(pool[i % POOL], contiguous=True, photometric="minisblack")
 
 
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(command: list[str]) -> dict:
-    load = loadavg()
+    load, cpu = loadavg(), cpu_of_children()
     start = time.perf_counter()
     subprocess.run(command, check=True)
-    return {"seconds": time.perf_counter() - start, "loadavg": load}
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": cpu_of_children() - cpu, "loadavg": load}
 
 
 def child(source: str, out: str) -> None:
     """Run in a fresh interpreter (PYTHONPATH picks the tree): ingest, then wall time and VmHWM."""
     from n2sr.steps.ingest import ingest
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     ingest(source, out)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
     hwm = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
                if line.startswith("VmHWM:"))
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": hwm / 2**20}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": hwm / 2**20}))
 
 
 def ingest_run(tree: Path, source: Path, out: Path) -> dict:
@@ -163,17 +172,22 @@ def write_report(rows: list[dict], codec_rows: list[dict], repeats: int, out: Pa
              f"`benchmarks/ingest.py` on {meta['cpus']} CPUs shared with other jobs (load average beside each",
              "run). Stacks of 1024x1024 uint16 pages (Poisson noise); MB/s = source MB / wall s. `cp` copies",
              "from a warm page cache into the page cache (no disk); `cp + sync` also fsyncs the copy, as",
-             "ingest fsyncs its output. Peak RSS: the ingest subprocess's own `VmHWM`.", ""]
+             "ingest fsyncs its output. Peak RSS: the ingest subprocess's own `VmHWM`. CPU s per GB: user +",
+             "system time of all the process's threads (`cp`: of the child), which other jobs' load does not inflate",
+             "as it does wall time; 2 cores can at best run 2 CPU-seconds per second.", ""]
     for row in rows:
         lines += [f"## {row['name']} ({row['pages']} pages, {row['source_mb']:.0f} MB)", "",
-                  "| run | MB/s, each run (load average) | best MB/s | median MB/s | peak RSS MB | output MB |",
-                  "|---|---|---:|---:|---:|---:|"]
+                  "| run | MB/s, each run (load average) | best MB/s | median MB/s | CPU s per GB (min) | "
+                  "peak RSS MB | output MB |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
         for kind, runs in row["runs"].items():
             each = ", ".join(f"{r['mb_per_s']:.0f} ({r['loadavg'].split()[0]})" for r in runs)
             speeds = [r["mb_per_s"] for r in runs]
             rss = f"{max(r['peak_rss_mb'] for r in runs):.0f}" if "peak_rss_mb" in runs[0] else ""
             size = f"{runs[0]['output_mb']:.0f}" if "output_mb" in runs[0] else ""
-            lines.append(f"| {kind} | {each} | {max(speeds):.0f} | {statistics.median(speeds):.0f} | {rss} | {size} |")
+            cpu = min(r["cpu_seconds"] for r in runs) * 1024 / row["source_mb"]
+            lines.append(f"| {kind} | {each} | {max(speeds):.0f} | {statistics.median(speeds):.0f} | {cpu:.2f} | "
+                         f"{rss} | {size} |")
         lines.append("")
     lines += ["## Blosc settings (one thread, compression only)", "",
               "| data | codec | MB/s | compressed / raw |", "|---|---|---:|---:|"]
