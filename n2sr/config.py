@@ -175,13 +175,19 @@ class IngestConfig:
         jobs, each writing a run of whole planes (whole chunks) of the same OME-Zarr, and a
         gather job that hashes the source and publishes it (`n2sr.io.parts`); None: one job per
         stack. The output does not depend on K.
+    clevel : Blosc zstd level (bitshuffle) of the ingested OME-Zarr, 0-9. 5 compresses 8-bit FMD
+        captures to 0.556 of their size at 118 MB per CPU-second, 1 to 0.565 at 492 (4x less CPU,
+        1.6% more bytes); on noisy 16-bit stacks both cost the same (``benchmarks/results/ingest.md``).
     """
 
     part_size: int | None = None
+    clevel: int = 5
 
     def __post_init__(self) -> None:
         if self.part_size is not None and self.part_size < 1:
             raise ValueError(f"part_size must be >= 1 (pixels) or None, got {self.part_size}")
+        if not (isinstance(self.clevel, int) and 0 <= self.clevel <= 9):
+            raise ValueError(f"clevel must be an integer from 0 to 9, got {self.clevel!r}")
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,14 @@ def test_parts_take_tiff_stacks_only(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "p.png")
     assert ingest(tmp_path / "p.png", tmp_path / "out.zarr", "--part", "prepare/1") == 1
     assert not parts.folder(tmp_path / "out.zarr").exists()
+
+
+def test_the_prepared_zstd_level_holds_for_every_part(tmp_path, source):
+    """--clevel is prepare's (it creates the array); parts write with whatever was prepared."""
+    assert ingest(source, tmp_path / "one.zarr", "--clevel", "1") == 0
+    out = tmp_path / "four.zarr"
+    assert ingest(source, out, "--part", "prepare/4", "--clevel", "1") == 0
+    for k in range(1, 5):
+        assert ingest(source, out, "--part", f"{k}/4") == 0
+    assert ingest(source, out, "--part", "gather/4") == 0
+    assert files_of(out) == files_of(tmp_path / "one.zarr")

@@ -138,3 +138,19 @@ def test_ingest_never_imports_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_clevel_sets_the_stored_zstd_level_and_nothing_else(tmp_path):
+    from n2sr.cli import main
+
+    data = stack((5, 16, 24))
+    tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack")
+    assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / "one.zarr"), "--clevel", "1"]) == 0
+    assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / "five.zarr")]) == 0
+    levels = [omezarr.open_image(tmp_path / name).metadata.to_dict()["codecs"][1]["configuration"]["clevel"]
+              for name in ("one.zarr", "five.zarr")]
+    assert levels == [1, 5]
+    for name in ("one.zarr", "five.zarr"):
+        np.testing.assert_array_equal(omezarr.open_image(tmp_path / name)[:, 0, 0], data)
+    with pytest.raises(ValueError, match="clevel"):
+        ingest(tmp_path / "s.tif", tmp_path / "bad.zarr", ingest_mod.IngestConfig(clevel=10))

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import tifffile
 import zarr
+from zarr.codecs import BloscCodec
 
 from n2sr.config import IngestConfig
 from n2sr.errors import InputError
@@ -70,12 +71,14 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], cfg
     path, size, mtime and sha256 (`n2sr.io.sources`: later steps check them). The output appears
     only when complete. `part` runs one stage of a conversion scattered over K jobs
     (``prepare/K``, ``k/K``, ``gather/K``; TIFF stacks, `n2sr.io.parts`); the output is bit for
-    bit that of one job. ``cfg.part_size`` is the workflow's: it decides K.
+    bit that of one job. ``cfg.clevel`` is the zstd level of the output (``prepare`` sets it for a
+    scattered one); ``cfg.part_size`` is the workflow's: it decides K.
     """
     source = check_exists(source)
     out = Path(out_zarr)
     check_outputs([source], [out])
     stage = parts.parse(part) if part is not None else None
+    codec = omezarr.compressor(cfg.clevel)
     if out.suffix.lower() != ".zarr":
         raise ValueError(f"{out}: ingest writes OME-Zarr; name the output *.zarr")
     is_series = source.is_dir() and not (source / "zarr.json").is_file()
@@ -85,27 +88,27 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], cfg
     if stage is not None:
         if kind != "tiff":
             raise InputError(source, "--part converts TIFF stacks; ingest a PNG or a folder in one job")
-        _ingest_stage(source, out, stage)
+        _ingest_stage(source, out, stage, codec)
         return out
     with atomic_path(out) as tmp:
         if kind == "tiff":
-            _ingest_tiff(source, tmp)
+            _ingest_tiff(source, tmp, codec)
         elif kind == "png":
             sha = sha256_file(source)
-            _ingest_planes([source], tmp, source, sha, [sha])
+            _ingest_planes([source], tmp, source, sha, [sha], codec)
         else:
             files = series_files(source)
             checksums = [sha256_file(f) for f in files]
             combined = hashlib.sha256("\n".join(sorted(checksums)).encode("ascii")).hexdigest()
-            _ingest_planes(files, tmp, source, combined, checksums)
+            _ingest_planes(files, tmp, source, combined, checksums, codec)
     return out
 
 
-def _ingest_tiff(path: Path, tmp: Path) -> None:
+def _ingest_tiff(path: Path, tmp: Path, codec: BloscCodec) -> None:
     """Hash, decode and compress at once (`n2sr.io.stream`); the checksum goes in once the planes are in."""
     with stream.hashing(path) as sha256, _tiff(path) as (tif, series, axes, attrs):
         writer = stream.ChunkWriter(tmp, omezarr.create_image(tmp, _out_shape(series, axes), series.dtype,
-                                                              attrs=attrs))
+                                                              attrs=attrs, codec=codec))
         stream.copy_planes(_tiff_planes(path, tif, series, axes), writer)
         attrs["sha256"] = sha256()
     _finish(path, tmp, attrs)
@@ -137,7 +140,7 @@ def _out_shape(series: Any, axes: str) -> tuple[int, ...]:
     return (*lead, sizes["Y"], sizes["X"])
 
 
-def _ingest_stage(path: Path, out: Path, stage: parts.Stage) -> None:
+def _ingest_stage(path: Path, out: Path, stage: parts.Stage, codec: BloscCodec) -> None:
     """One stage of a scattered conversion: prepare the empty partial output and the plan, copy
     part k's run of whole planes (its marker last), or gather: hash the source once, record the
     provenance and publish. Every stage refuses a plan that no longer fits the source."""
@@ -154,7 +157,7 @@ def _ingest_stage(path: Path, out: Path, stage: parts.Stage) -> None:
         runs = parts.split(math.prod(shape[:3]), stage.count)  # K > planes: refused before anything is written
         if stage.kind == "prepare":
             parts.clear(out)
-            omezarr.create_image(partial, shape, series.dtype, attrs=attrs)
+            omezarr.create_image(partial, shape, series.dtype, attrs=attrs, codec=codec)
             omezarr.write_attrs(partial, {"parts": plan})
             parts.write_marker(out, stage, plan)
             return
@@ -259,7 +262,8 @@ def _given(plane: np.ndarray) -> np.ndarray:
     return plane
 
 
-def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str, checksums: list[str]) -> None:
+def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str, checksums: list[str],
+                   codec: BloscCodec) -> None:
     """Stack single-plane files on t, checking every file against the first before writing."""
     shape, dtype = _single_plane_info(files[0])
     for f in files[1:]:
@@ -273,7 +277,7 @@ def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str, checksu
     _check_dtype(files[0], dtype)
     attrs = _provenance(source, sha, dtype, (len(files), *shape), "TYX")
     attrs["source_files"] = sources.record(files, checksums)
-    out = omezarr.create_image(tmp, (len(files), 1, 1, *shape), dtype, attrs=attrs)
+    out = omezarr.create_image(tmp, (len(files), 1, 1, *shape), dtype, attrs=attrs, codec=codec)
     for t, f in enumerate(files):
         out[t, 0, 0] = read_image(f).reshape(shape)
 

@@ -21,8 +21,9 @@ if PART_SIZE:
         params:
             source=raw_path,
             part=ingest_gather_option,
+            options=cli_options({"clevel": config["ingest"]["clevel"]}),
         shell:
-            "n2sr ingest {params.part} -- {params.source:q} {output:q} > {log:q} 2>&1"
+            "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -39,8 +40,9 @@ else:
         params:
             source=raw_path,
             part=ingest_gather_option,
+            options=cli_options({"clevel": config["ingest"]["clevel"]}),
         shell:
-            "n2sr ingest {params.part} -- {params.source:q} {output:q} > {log:q} 2>&1"
+            "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
 
 
 rule ingest_prepare:
@@ -56,8 +58,9 @@ rule ingest_prepare:
         N2SR_ENV
     params:
         out=lambda wildcards: ingested(wildcards.configuration, wildcards.fov),
+        options=cli_options({"clevel": config["ingest"]["clevel"]}),
     shell:
-        "n2sr ingest --part prepare/{wildcards.K} -- {input:q} {params.out:q} > {log:q} 2>&1"
+        "n2sr ingest --part prepare/{wildcards.K} {params.options} -- {input:q} {params.out:q} > {log:q} 2>&1"
 
 
 rule ingest_part:
