@@ -151,9 +151,7 @@ def _ingest_stage(path: Path, out: Path, stage: parts.Stage, codec: BloscCodec) 
         return
     with _tiff(path) as (tif, series, axes, attrs):
         shape = _out_shape(series, axes)
-        stat = path.stat()
-        plan = {"count": stage.count, "shape": list(shape), "source_size": stat.st_size,
-                "source_mtime_ns": stat.st_mtime_ns}
+        plan = _plan(path, shape, stage)
         runs = parts.split(math.prod(shape[:3]), stage.count)  # K > planes: refused before anything is written
         if stage.kind == "prepare":
             parts.clear(out)
@@ -170,6 +168,13 @@ def _ingest_stage(path: Path, out: Path, stage: parts.Stage, codec: BloscCodec) 
         parts.write_marker(out, stage, {"planes": [start, stop]})
 
 
+def _plan(path: Path, shape: tuple[int, ...], stage: parts.Stage) -> dict[str, Any]:
+    """What every stage must agree on: K, the output's shape, and the source's size and mtime."""
+    stat = path.stat()
+    return {"count": stage.count, "shape": list(shape), "source_size": stat.st_size,
+            "source_mtime_ns": stat.st_mtime_ns}
+
+
 def _check_plan(partial: Path, plan: dict[str, Any]) -> None:
     recorded = omezarr.read_attrs(partial).get("parts") or {}
     if recorded != plan:
@@ -181,9 +186,7 @@ def _check_plan(partial: Path, plan: dict[str, Any]) -> None:
 def _gather(path: Path, out: Path, partial: Path, stage: parts.Stage) -> None:
     """Every part done: the source hashed once (unchanged since prepare), then the output renamed into place."""
     with _tiff(path) as (_, series, axes, attrs):
-        stat = path.stat()
-        _check_plan(partial, {"count": stage.count, "shape": list(_out_shape(series, axes)),
-                              "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns})
+        _check_plan(partial, _plan(path, _out_shape(series, axes), stage))
     attrs["sha256"] = sha256_file(path)
     _finish(path, partial, attrs)
     with atomic_path(out) as tmp:
