@@ -175,9 +175,9 @@ class IngestConfig:
         jobs, each writing a run of whole planes (whole chunks) of the same OME-Zarr, and a
         gather job that hashes the source and publishes it (`n2sr.io.parts`); None: one job per
         stack. The output does not depend on K.
-    clevel : Blosc zstd level (bitshuffle) of the ingested OME-Zarr, 0-9. 5 compresses 8-bit FMD
-        captures to 0.556 of their size at 118 MB per CPU-second, 1 to 0.565 at 492 (4x less CPU,
-        1.6% more bytes); on noisy 16-bit stacks both cost the same (``benchmarks/results/ingest.md``).
+    clevel : Blosc zstd level (bitshuffle) of the ingested OME-Zarr, 0-9. On 8-bit FMD captures 1
+        takes 3.5-4x less CPU than 5 for 1.6% more bytes (0.565 vs 0.556 of the raw size); on
+        noisy 16-bit stacks both cost the same (``benchmarks/results/ingest.md``).
     """
 
     part_size: int | None = None

@@ -111,14 +111,12 @@ def sync_planes(writer: ChunkWriter, numbers: range) -> None:
 
 def copy_planes(planes: Iterable[Plane], writer: ChunkWriter, *, workers: int | None = None,
                 depth: int | None = None) -> None:
-    """Read and write `planes` on `workers` threads, at most `depth` (default: one per thread) in
-    flight, so memory is about two planes per thread. The default is two threads per CPU we may
-    use: a thread waits in a chunk's fsync about as long as it takes to compress one (4 vs 5.5 ms
-    for a 2 MiB plane here), and the other thread keeps the core busy meanwhile. The first failure
-    is raised once every started plane has stopped, so nothing writes into the output after this
-    returns or raises."""
-    workers = workers or 2 * available_cpus()
-    depth = depth or workers
+    """Read and write `planes` on `workers` threads (default: one per CPU we may use; two per CPU
+    were no faster here), at most `depth` (default 2 per thread) in flight, so memory is a few
+    planes per thread. The first failure is raised once every started plane has stopped, so
+    nothing writes into the output after this returns or raises."""
+    workers = workers or available_cpus()
+    depth = depth or 2 * workers
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="n2sr-copy") as pool:
         try:
