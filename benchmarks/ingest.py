@@ -192,6 +192,15 @@ def write_report(rows: list[dict], codec_rows: list[dict], repeats: int, out: Pa
             cpu = min(r["cpu_seconds"] for r in runs) * 1024 / row["source_mb"]
             lines.append(f"| {kind} | {each} | {max(speeds):.0f} | {statistics.median(speeds):.0f} | {cpu:.2f} | "
                          f"{rss} | {size} |")
+        best = {kind: max(r["mb_per_s"] for r in runs) for kind, runs in row["runs"].items()}
+        cpu = {kind: min(r["cpu_seconds"] for r in runs) for kind, runs in row["runs"].items()}
+        ours = best["ingest, this tree"]
+        lines += ["", f"Best ingest / best `cp`: {ours / best['cp']:.0%}; / best `cp + sync`: "
+                      f"{ours / best['cp + sync']:.0%}."]
+        for kind in row["runs"]:
+            if kind.startswith("ingest, before"):
+                lines[-1] += (f" Against {kind[8:]}: {ours / best[kind]:.1f}x the best MB/s, "
+                              f"{cpu[kind] / cpu['ingest, this tree']:.1f}x less CPU per GB.")
         lines.append("")
     lines += ["## Blosc settings (one thread, compression only)", "",
               "MB/s per CPU-second of the compressing thread (best of 3), so load from other jobs does not count.", "",
@@ -207,10 +216,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", help="also ingest with the n2sr package of this git revision")
+    parser.add_argument("--from-json", type=Path, help="only rewrite ingest.md from this ingest.json")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
         child(*ns.child)
+        return
+    if ns.from_json:
+        saved = json.loads(ns.from_json.read_text())
+        write_report(saved["throughput"], saved["codecs"], saved["meta"]["repeats"], ns.out)
         return
     with tempfile.TemporaryDirectory(prefix="n2sr-ingest-bench-", dir=os.environ.get("TMPDIR")) as tmp:
         rows = throughput(ns.repeats, ns.baseline, Path(tmp))
