@@ -333,13 +333,16 @@ def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20, stop
     """Hex sha256 of a file, read in blocks so multi-GB stacks need no memory.
 
     Hashing releases the GIL, so it runs in a thread beside other work (ingest); `stop` set
-    by that work's failure ends it early with "" (nobody will read the checksum)."""
+    by that work's failure ends it early with "" (nobody will read the checksum). One buffer is
+    reused, so the memory it takes is `block_size` whatever the file's size."""
     digest = hashlib.sha256()
+    buffer = bytearray(block_size)
+    view = memoryview(buffer)
     with open(path, "rb") as f:
-        while block := f.read(block_size):
+        while n := f.readinto(buffer):
             if stop is not None and stop.is_set():
                 return ""
-            digest.update(block)
+            digest.update(view[:n])
     return digest.hexdigest()
 
 

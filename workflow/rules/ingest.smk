@@ -5,7 +5,9 @@
 # ingest_parts, from the TIFF's header): ingest_prepare creates the empty output under a hidden
 # name, each ingest_part writes a run of whole planes into it, and the ingest rule itself
 # (--part gather/K) hashes the source and publishes the output once every part's marker is there
-# (n2sr/io/parts.py). Markers are temp(): a killed part is redone alone.
+# (n2sr/io/parts.py). Markers are temp(): a killed part is redone alone. Ingest hashes in one
+# thread and copies on one per CPU it is given (n2sr/io/stream.py): INGEST_THREADS each.
+INGEST_THREADS = 2
 if PART_SIZE:
 
     checkpoint ingest:
@@ -22,6 +24,7 @@ if PART_SIZE:
             source=raw_path,
             part=ingest_gather_option,
             options=cli_options({"clevel": config["ingest"]["clevel"]}),
+        threads: INGEST_THREADS
         shell:
             "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
 
@@ -41,6 +44,7 @@ else:
             source=raw_path,
             part=ingest_gather_option,
             options=cli_options({"clevel": config["ingest"]["clevel"]}),
+        threads: INGEST_THREADS
         shell:
             "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
 
@@ -78,5 +82,6 @@ rule ingest_part:
         N2SR_ENV
     params:
         out=lambda wildcards: ingested(wildcards.configuration, wildcards.fov),
+    threads: INGEST_THREADS
     shell:
         "n2sr ingest --part {wildcards.k}/{wildcards.K} -- {input.raw:q} {params.out:q} > {log:q} 2>&1"
