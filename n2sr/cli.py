@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from n2sr import __version__
-from n2sr.config import METHOD_CONFIGS, DenoiseConfig, ModelConfig, TrainConfig
+from n2sr.config import METHOD_CONFIGS, DenoiseConfig, IngestConfig, ModelConfig, TrainConfig
 from n2sr.errors import InputError
 
 METHODS = ("n2sr", *METHOD_CONFIGS)  # trained methods; n2sr.nn.objectives checks the same names
@@ -133,6 +133,14 @@ def _source_out(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], di
     return lambda ns: {"source": ns.source, "out_zarr": ns.out}
 
 
+def _ingest(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
+    p.add_argument("source", type=Path)
+    p.add_argument("out", type=Path)
+    _part_option(p, "runs of whole planes of the same OME-Zarr; TIFF stacks")
+    add_dataclass_options(p, IngestConfig)
+    return lambda ns: {"source": ns.source, "out_zarr": ns.out, "cfg": collect(ns, IngestConfig), "part": ns.part}
+
+
 def _train(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--method", choices=METHODS, default="n2sr",
@@ -241,7 +249,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "synth": Command("generate the embedded synthetic demo archive", _synth),
     "add-noise": Command("the paper's synthetic experiment: stored noisy copies of clean references", _add_noise),
-    "ingest": Command("raw stack, file or folder series -> OME-Zarr", _source_out),
+    "ingest": Command("raw stack, file or folder series -> OME-Zarr", _ingest),
     "reference": Command("reference of a field of view -> OME-Zarr: the average of an OME-Zarr's captures (t), "
                          "or a given reference file converted", _source_out),
     "train": Command("train a Noise2SR (or baseline) model on noisy images", _train),

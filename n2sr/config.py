@@ -10,6 +10,7 @@ plain data with validation: no torch, no I/O, so any layer may import them.
 | `ModelConfig` | ``train`` (flattened) | ``n2sr train`` |
 | `TrainConfig` | ``train`` | ``n2sr train`` |
 | `N2VConfig`, `N2SConfig`, `N2NConfig` | ``n2v``, ``n2s``, ``n2n`` | ``n2sr train --n2v-box ...`` |
+| `IngestConfig` | ``ingest`` | ``n2sr ingest`` |
 | `DenoiseConfig` | ``denoise`` | ``n2sr denoise`` |
 """
 
@@ -164,6 +165,29 @@ class N2NConfig:
 
 METHOD_CONFIGS: dict[str, type] = {"n2v": N2VConfig, "n2s": N2SConfig, "n2n": N2NConfig}
 """Per-method settings: config section and CLI prefix (``--n2v-box``) = the method's name."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Conversion of raw stacks to OME-Zarr.
+
+    part_size : source pixels per cluster job: the workflow converts a larger TIFF stack by K
+        jobs, each writing a run of whole planes (whole chunks) of the same OME-Zarr, and a
+        gather job that hashes the source and publishes it (`n2sr.io.parts`); None: one job per
+        stack. The output does not depend on K.
+    clevel : Blosc zstd level (bitshuffle) of the ingested OME-Zarr, 0-9. On 8-bit FMD captures 1
+        takes 3.5-4x less CPU than 5 for 1.6% more bytes (0.565 vs 0.556 of the raw size); on
+        noisy 16-bit stacks both cost the same (``benchmarks/results/ingest.md``).
+    """
+
+    part_size: int | None = None
+    clevel: int = 5
+
+    def __post_init__(self) -> None:
+        if self.part_size is not None and self.part_size < 1:
+            raise ValueError(f"part_size must be >= 1 (pixels) or None, got {self.part_size}")
+        if not (isinstance(self.clevel, int) and 0 <= self.clevel <= 9):
+            raise ValueError(f"clevel must be an integer from 0 to 9, got {self.clevel!r}")
 
 
 @dataclass(frozen=True)

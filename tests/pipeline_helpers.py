@@ -70,6 +70,7 @@ def make_tiny(config: dict, **train: object) -> dict:
                              write_sr=True, write_tiff=True)
     for rule in ("train", "denoise"):
         config["resources"][rule].update(threads=1, gpu=0)
+    config["resources"]["ingest"]["threads"] = 1
     return config
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from n2sr.cli import build_parser, collect
-from n2sr.config import METHOD_CONFIGS, DenoiseConfig, ModelConfig, TrainConfig
+from n2sr.config import METHOD_CONFIGS, DenoiseConfig, IngestConfig, ModelConfig, TrainConfig
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
 PROPS = SCHEMA["properties"]
@@ -30,6 +30,7 @@ def test_schema_sections_are_the_dataclasses_with_their_defaults():
                                                                                                      ModelConfig)
     workflow_only = {"write_sr", "write_tiff"}  # extra outputs the workflow declares, not settings
     assert {k: v for k, v in schema_defaults("denoise").items() if k not in workflow_only} == defaults(DenoiseConfig)
+    assert schema_defaults("ingest") == defaults(IngestConfig)
     for method, cls in METHOD_CONFIGS.items():
         assert schema_defaults(method) == defaults(cls), method
 
@@ -42,6 +43,7 @@ def _options(command: str) -> dict[str, argparse.Action]:
 @pytest.mark.parametrize("command, classes", [
     ("train", [(TrainConfig, ""), (ModelConfig, "")] + [(cls, m) for m, cls in METHOD_CONFIGS.items()]),
     ("denoise", [(DenoiseConfig, "")]),
+    ("ingest", [(IngestConfig, "")]),
 ])
 def test_cli_has_one_option_per_field_and_leaves_defaults_to_the_dataclass(command, classes):
     options = _options(command)
@@ -52,7 +54,8 @@ def test_cli_has_one_option_per_field_and_leaves_defaults_to_the_dataclass(comma
             flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
             assert flag in options, flag
             assert options[flag].default is None, flag  # the dataclass, not argparse, holds the default
-    ns = build_parser().parse_args([command, "a", "b", "c"] if command == "denoise" else [command, "a", "--out", "m"])
+    args = {"denoise": ["a", "b", "c"], "ingest": ["a", "b"]}.get(command, ["a", "--out", "m"])
+    ns = build_parser().parse_args([command, *args])
     for cls, prefix in classes:
         assert collect(ns, cls, prefix=prefix) == cls(), cls.__name__
 

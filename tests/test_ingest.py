@@ -16,7 +16,7 @@ import zarr
 from PIL import Image
 from referencing import Registry, Resource
 
-from n2sr.io import images, omezarr
+from n2sr.io import images, omezarr, stream
 from n2sr.steps import ingest as ingest_mod
 from n2sr.steps.ingest import ingest, natural_key
 from n2sr.errors import InputError
@@ -291,10 +291,11 @@ def test_zero_byte_and_text_sources(tmp_path):
 
 def test_output_failure_is_not_blamed_on_input_and_leaves_nothing(tmp_path, monkeypatch):
     tifffile.imwrite(tmp_path / "s.tif", random_stack((3, 8, 8)), photometric="minisblack")
-    def disk_full(self, key, value):
+    def disk_full(*args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(zarr.Array, "__setitem__", disk_full)
+    monkeypatch.setattr(stream, "put", disk_full)  # n2sr's own layout: chunk files written by n2sr.io.stream
     with pytest.raises(OSError, match="No space") as exc:
         ingest(tmp_path / "s.tif", tmp_path / "out.zarr")
     assert not isinstance(exc.value, InputError)

@@ -131,6 +131,7 @@ def write_tiny_run(work: Path, part_size: int | None = None) -> None:
                            precision="fp32", device="auto")
     config["denoise"].update(tile_size=32, block_size=64, write_sr=True, write_tiff=True, precision="fp32",
                              device="auto", part_size=part_size)
+    config["resources"]["ingest"]["threads"] = 1  # a group of the two FOVs' ingests fits the 2-CPU node
     (work / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -286,7 +287,7 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path, capsys):
     # A group job (the two FOVs' ingests, side by side) asks for the sum of its members' CPUs and
     # memory (the profile's set-resources) and their longest runtime (the default-resources').
     ingest = scontrol_job(jobs["group_ingest"][0])
-    assert int(ingest["NumCPUs"]) == 2, ingest
+    assert int(ingest["NumCPUs"]) == 2, ingest  # two ingests of one thread each (write_tiny_run)
     assert mem_mb(ingest["MinMemoryNode"]) == 2 * profile["set-resources"]["ingest"]["mem_mb"], ingest
     assert ingest["TimeLimit"] == f"00:{profile['default-resources']['runtime']:02d}:00", ingest
     # The job step that ran inside that allocation: the train rule with the config's resources.

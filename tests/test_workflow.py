@@ -122,6 +122,29 @@ def test_dry_run_of_the_synthetic_noise_experiment(tmp_path):
             assert option in command, command
 
 
+def test_dry_run_scatters_the_ingest_of_a_large_tiff_stack(tmp_path):
+    """ingest.part_size: a 12-plane stack is converted by prepare, 4 parts and the gathering ingest
+    job (K from the TIFF header); the 2-plane stack below the size by one ingest job."""
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "big.tif", rng.integers(0, 255, (12, 64, 64), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "small.tif", rng.integers(0, 255, (2, 64, 64), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "ref.tif", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    sheet = write_sheet(tmp_path, [f"A\t1\t{tmp_path / 'small.tif'}\t\ttrain",
+                                   f"A\t2\t{tmp_path / 'big.tif'}\t{tmp_path / 'ref.tif'}\ttest"])
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"samples": str(sheet), "synthetic": None, "test_captures": [0],
+                                      "ingest": {"part_size": 3 * 64 * 64}}))
+    run = snakemake(workdir(tmp_path), "-n", "--nolock", "--configfile", str(config))
+    assert run.returncode == 0, run.stdout
+    counts = job_counts(run.stdout)
+    assert (counts["ingest_prepare"], counts["ingest_part"], counts["ingest"]) == (1, 4, 2), counts
+    commands = [line for line in run.stdout.splitlines() if "n2sr ingest " in line]
+    assert any(f"n2sr ingest --part gather/4 --clevel 5 -- {tmp_path / 'big.tif'}" in c for c in commands), commands
+    assert any(f"n2sr ingest  --clevel 5 -- {tmp_path / 'small.tif'}" in c for c in commands), commands
+    assert sum("--part prepare/4 --clevel 5 -- " in c for c in commands) == 1, commands
+    assert sum(f"--part {k}/4 -- " in c for c in commands for k in range(1, 5)) == 4, commands
+
+
 def test_fmd_sets_every_key_of_the_default():
     """--configfile is merged over config/config.yaml: a key fmd.yaml omits would leak the demo's value."""
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())

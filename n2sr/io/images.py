@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -332,12 +333,20 @@ def _write_tiff(path: Path, arr: np.ndarray, attrs: dict[str, Any]) -> None:
         tifffile.imwrite(path, arr, photometric="minisblack", metadata={"n2sr": attrs})
 
 
-def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in blocks so multi-GB stacks need no memory."""
+def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20, stop: threading.Event | None = None) -> str:
+    """Hex sha256 of a file, read in blocks so multi-GB stacks need no memory.
+
+    Hashing releases the GIL, so it runs in a thread beside other work (ingest); `stop` set
+    by that work's failure ends it early with "" (nobody will read the checksum). One buffer is
+    reused, so the memory it takes is `block_size` whatever the file's size."""
     digest = hashlib.sha256()
+    buffer = bytearray(block_size)
+    view = memoryview(buffer)
     with open(path, "rb") as f:
-        while block := f.read(block_size):
-            digest.update(block)
+        while n := f.readinto(buffer):
+            if stop is not None and stop.is_set():
+                return ""
+            digest.update(view[:n])
     return digest.hexdigest()
 
 

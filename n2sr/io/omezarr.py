@@ -20,8 +20,15 @@ AXES = ("t", "c", "z", "y", "x")
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 NGFF_VERSION = "0.5"
 MAX_CHUNK = 2048
-# bitshuffle helps noisy 8/16-bit microscopy much more than byte shuffle.
-COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+
+
+def compressor(clevel: int = 5) -> BloscCodec:
+    """n2sr's codec: Blosc zstd at `clevel`, bitshuffled (helps noisy 8/16-bit microscopy much more
+    than byte shuffle)."""
+    return BloscCodec(cname="zstd", clevel=clevel, shuffle="bitshuffle")
+
+
+COMPRESSOR = compressor()
 
 
 def canonical_shape(shape: Sequence[int]) -> tuple[int, int, int, int, int]:
@@ -73,12 +80,13 @@ def ngff_attributes(*, name: str = "image", scale: Sequence[float] | None = None
 
 def create_image(path: str | os.PathLike[str], shape: Sequence[int], dtype: Any, *,
                  chunks: Sequence[int] | None = None, attrs: dict[str, Any] | None = None,
-                 scale: Sequence[float] | None = None, units: dict[str, str] | None = None) -> zarr.Array:
+                 scale: Sequence[float] | None = None, units: dict[str, str] | None = None,
+                 codec: BloscCodec = COMPRESSOR) -> zarr.Array:
     """Create an empty OME-Zarr image at `path` and return its array ``0`` for writing.
 
     `shape` is ``(y, x)``, ``(t, y, x)`` or ``(t, c, z, y, x)`` (see `canonical_shape`). `attrs`
     (provenance: source path, sha256, source dtype, ...) is stored under the group
-    attribute ``n2sr`` together with the n2sr version. Fails if `path` exists
+    attribute ``n2sr`` together with the n2sr version; `codec` compresses the chunks. Fails if `path` exists
     (mode ``w-``): callers write into an `n2sr.io.atomic_path` temp directory.
     """
     shape5 = canonical_shape(shape)
@@ -95,7 +103,7 @@ def create_image(path: str | os.PathLike[str], shape: Sequence[int], dtype: Any,
         shape=shape5,
         dtype=np.dtype(dtype),
         chunks=chunks5,
-        compressors=COMPRESSOR,
+        compressors=codec,
         fill_value=0,
         dimension_names=AXES,
     )

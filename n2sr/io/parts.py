@@ -15,7 +15,9 @@ Parts are runs of whole blocks of `n2sr.io.blocks.block_grid`, the very blocks a
 computes, so every block sees the same planes and context whatever K is and the output is bit
 for bit that of one job; block edges lie on every output's chunk (shard) grid, so parts never
 share a chunk. Evaluation is scattered the same way, by runs of captures, into part CSVs that
-``gather/K`` concatenates. The workflow decides K from the stack's size (`count`).
+``gather/K`` concatenates. Ingest (``n2sr ingest --part``) converts a TIFF stack by runs of whole
+output planes, and its ``gather/K`` hashes the source once. The workflow decides K from the
+stack's size (`count`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from n2sr.errors import InputError
-from n2sr.io import omezarr
+from n2sr.io import images, omezarr
 from n2sr.io.atomic import atomic_path, fsync_path
 from n2sr.io.blocks import Block, block_grid
 
@@ -127,6 +129,15 @@ def evaluate_count(path: str | os.PathLike[str], captures: Sequence[int] | None,
         return 1
     shape, _ = _selected_shape(path, captures)
     return count(math.prod(shape), shape[0], part_size)
+
+
+def ingest_count(source: str | os.PathLike[str], *, part_size: int | None) -> int:
+    """K of the scattered ingest of a TIFF stack (its header only): runs of whole planes of about
+    `part_size` pixels. A PNG or a folder series is converted by one job."""
+    if part_size is None or Path(source).is_dir() or Path(source).suffix.lower() not in images.TIFF_SUFFIXES:
+        return 1
+    shape, _ = images.image_info(source)
+    return count(math.prod(shape), math.prod(shape[:-2]), part_size)
 
 
 def layout(blocks: Sequence[Block]) -> list[list[int]]:

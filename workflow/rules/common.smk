@@ -211,6 +211,31 @@ def denoise_options() -> str:
     return cli_options({"captures": config["test_captures"], **values})
 
 
+INGEST_PART_SIZE = config["ingest"]["part_size"]  # source pixels per ingest job; None: one job each
+
+
+def ingest_parts(wildcards) -> int:
+    """K, the jobs a FOV's raw TIFF stack is converted by: from its header, when the file is there
+    before the workflow starts (a generated archive's stacks are small: one job); 1 without
+    ingest.part_size (n2sr/io/parts.py)."""
+    raw = raw_path(wildcards)
+    if not INGEST_PART_SIZE or produced(raw) != raw:
+        return 1
+    return scatter.ingest_count(raw, part_size=INGEST_PART_SIZE)
+
+
+def ingest_part_inputs(wildcards) -> list[str]:
+    """Inputs of the gathering ingest job: every part's marker when K > 1."""
+    k = ingest_parts(wildcards)
+    out = ingested(wildcards.configuration, wildcards.fov)
+    return [scatter.marker(out, i, k) for i in range(1, k + 1)] if k > 1 else []
+
+
+def ingest_gather_option(wildcards) -> str:
+    k = ingest_parts(wildcards)
+    return f"--part gather/{k}" if k > 1 else ""
+
+
 PART_SIZE = config["denoise"]["part_size"]  # pixels per job of a scattered stack; None: one job each
 
 

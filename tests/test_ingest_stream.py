@@ -1,0 +1,156 @@
+"""n2sr.io.stream: ingest's threaded copy writes what zarr would, records the same sha256, fails cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from zarr.codecs import ZstdCodec
+
+from n2sr.errors import InputError
+from n2sr.io import images, omezarr, stream
+from n2sr.steps import ingest as ingest_mod
+from n2sr.steps.ingest import ingest
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def stack(shape, dtype=np.uint16, seed=0):
+    return np.random.default_rng(seed).integers(0, 4000, shape).astype(dtype)
+
+
+@pytest.mark.parametrize(("workers", "byteorder", "compression"), [(1, "<", None), (3, "<", None), (3, ">", None),
+                                                                   (2, "<", "zlib")])
+def test_threaded_ingest_is_tifffile_and_zarr_bit_for_bit(tmp_path, monkeypatch, workers, byteorder, compression):
+    """37 pages (no multiple of the workers or of the planes in flight), some all zero (zarr stores
+    no chunk for those), little- and big-endian, raw and compressed pages: the array is tifffile's,
+    the sha256 is the file's, and every file of the output (metadata and chunks) is what zarr
+    itself writes for the same array and attributes."""
+    data = stack((37, 24, 40))
+    data[[0, 5, 36]] = 0
+    source = tmp_path / "s.tif"
+    tifffile.imwrite(source, data, photometric="minisblack", byteorder=byteorder, compression=compression)
+    monkeypatch.setattr(stream, "available_cpus", lambda: workers)
+    ingest(source, tmp_path / "out.zarr")
+    np.testing.assert_array_equal(omezarr.open_image(tmp_path / "out.zarr")[:, 0, 0], tifffile.imread(source))
+    attrs = omezarr.read_attrs(tmp_path / "out.zarr")
+    assert attrs["sha256"] == images.sha256_file(source) == attrs["source_files"][0]["sha256"]
+    reference = omezarr.create_image(tmp_path / "ref.zarr", data.shape, data.dtype,
+                                     attrs={k: v for k, v in attrs.items() if k != "n2sr_version"})
+    reference[:, 0, 0] = data  # zarr's own encoding and chunk files
+    assert files_of(tmp_path / "out.zarr") == files_of(tmp_path / "ref.zarr")
+    assert not (tmp_path / "out.zarr" / "0" / "c" / "5").exists()  # an all-zero plane has no chunk
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.dtype(">u2"), np.float32])
+def test_chunk_writer_tiles_pads_and_skips_like_zarr(tmp_path, dtype):
+    """Planes cut into several chunks with partial edge chunks, an all-zero tile, -0.0 (stored by
+    zarr: its bits are not the fill value's), a big-endian source: same files as zarr's."""
+    planes = stack((3, 40, 50), dtype=np.float32 if dtype == np.float32 else np.uint8).astype(dtype)
+    planes[1, :16, :16] = 0
+    if dtype == np.float32:
+        planes[2, :16, 16:32] = -0.0
+    ours = omezarr.create_image(tmp_path / "a.zarr", planes.shape, np.dtype(dtype).newbyteorder("="),
+                                chunks=(1, 16, 16))
+    writer = stream.ChunkWriter(tmp_path / "a.zarr", ours)
+    assert writer.direct
+    stream.copy_planes([((t, 0, 0), lambda t=t: planes[t]) for t in range(3)], writer, workers=2, depth=1)
+    theirs = omezarr.create_image(tmp_path / "b.zarr", planes.shape, np.dtype(dtype).newbyteorder("="),
+                                  chunks=(1, 16, 16))
+    theirs[:, 0, 0] = planes
+    assert files_of(tmp_path / "a.zarr") == files_of(tmp_path / "b.zarr")
+    assert not (tmp_path / "a.zarr" / "0" / "c" / "1" / "0" / "0" / "0" / "0").exists()
+
+
+def test_other_layouts_go_through_zarr(tmp_path):
+    group = zarr.open_group(tmp_path / "z.zarr", mode="w-", zarr_format=3)
+    array = group.create_array("0", shape=(2, 1, 1, 8, 8), dtype=np.uint16, chunks=(1, 1, 1, 8, 8),
+                               compressors=ZstdCodec())
+    writer = stream.ChunkWriter(tmp_path / "z.zarr", array)
+    assert not writer.direct
+    planes = stack((2, 8, 8))
+    stream.copy_planes([((t, 0, 0), lambda t=t: planes[t]) for t in range(2)], writer)
+    np.testing.assert_array_equal(array[:, 0, 0], planes)
+
+
+def test_truncated_imagej_file_is_read_through_tifffiles_store(tmp_path, monkeypatch):
+    """One IFD for all planes (ImageJ's > 4 GB layout): no page per plane, so planes come from
+    tifffile's Zarr store; same array."""
+    data = stack((7, 2, 16, 20), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "t.tif", data, imagej=True, truncate=True, metadata={"axes": "TCYX"})
+    read_page = []
+    monkeypatch.setattr(ingest_mod, "_read_page", lambda *a: read_page.append(a))
+    ingest(tmp_path / "t.tif", tmp_path / "out.zarr")
+    assert not read_page
+    np.testing.assert_array_equal(omezarr.open_image(tmp_path / "out.zarr")[:, :, 0], data)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.9])
+def test_truncated_stack_names_the_file_and_leaves_nothing(tmp_path, cut):
+    """Cut inside the pixel data: the copying threads meet the end of the file; one InputError
+    naming it, no output, no temporary, no thread left running."""
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, stack((40, 64, 64)), photometric="minisblack", contiguous=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    before = set(threading.enumerate())
+    with pytest.raises(InputError) as exc:
+        ingest(path, tmp_path / "out.zarr")
+    assert str(exc.value).startswith(f"{path}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif"]
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("n2sr-")]
+
+
+def test_a_failing_plane_stops_the_copy_before_it_returns(tmp_path):
+    """The first failure is raised only after every started plane has finished writing."""
+    array = omezarr.create_image(tmp_path / "a.zarr", (20, 8, 8), np.uint16)
+    writer = stream.ChunkWriter(tmp_path / "a.zarr", array)
+    done = []
+
+    def read(t):
+        if t == 3:
+            raise InputError(tmp_path / "x.tif", "bad page")
+        done.append(t)
+        return np.full((8, 8), t + 1, np.uint16)
+
+    with pytest.raises(InputError, match="bad page"):
+        stream.copy_planes([((t, 0, 0), lambda t=t: read(t)) for t in range(20)], writer, workers=2, depth=2)
+    written = {int(p.relative_to(tmp_path / "a.zarr" / "0" / "c").parts[0])
+               for p in (tmp_path / "a.zarr" / "0" / "c").rglob("*") if p.is_file()}
+    assert written == set(done) and len(done) < 19  # bounded: the rest was never started
+
+
+def test_ingest_never_imports_torch(tmp_path):
+    """Ingest runs on nodes without torch's hundreds of MB: the threaded copy must not pull it in."""
+    tifffile.imwrite(tmp_path / "s.tif", stack((3, 8, 8)), photometric="minisblack")
+    code = ("import sys; from n2sr.cli import main; "
+            f"assert main(['ingest', {str(tmp_path / 's.tif')!r}, {str(tmp_path / 'o.zarr')!r}]) == 0; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_clevel_sets_the_stored_zstd_level_and_nothing_else(tmp_path):
+    from n2sr.cli import main
+
+    data = stack((5, 16, 24))
+    tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack")
+    assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / "one.zarr"), "--clevel", "1"]) == 0
+    assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / "five.zarr")]) == 0
+    levels = [omezarr.open_image(tmp_path / name).metadata.to_dict()["codecs"][1]["configuration"]["clevel"]
+              for name in ("one.zarr", "five.zarr")]
+    assert levels == [1, 5]
+    for name in ("one.zarr", "five.zarr"):
+        np.testing.assert_array_equal(omezarr.open_image(tmp_path / name)[:, 0, 0], data)
+    with pytest.raises(ValueError, match="clevel"):
+        ingest(tmp_path / "s.tif", tmp_path / "bad.zarr", ingest_mod.IngestConfig(clevel=10))
