@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -115,12 +116,12 @@ def _test_plane(sample: str | os.PathLike[str] | None, normalizer: Normalizer) -
     return np.asarray(first[y0:y0 + side[0], x0:x0 + side[1]], dtype=np.float32)
 
 
-def describe(ckpt: dict, folder: Path, name: str):
-    """The ``bioimageio.spec`` 0.5 model description of the files in `folder`."""
+def describe(ckpt: dict, folder: Path, name: str) -> Any:
+    """The ``bioimageio.spec`` 0.5 model description (a ``ModelDescr``) of the files in `folder`."""
     from bioimageio.spec.model.v0_5 import (
-        generate_covers, Author, AxisId, BatchAxis, ChannelAxis, CiteEntry, Doi, FileDescr, Identifier, InputTensorDescr,
+        Author, AxisId, BatchAxis, ChannelAxis, CiteEntry, Doi, FileDescr, Identifier, InputTensorDescr,
         IntervalOrRatioDataDescr, LicenseId, ModelDescr, OutputTensorDescr, ParameterizedSize, SizeReference,
-        SpaceInputAxis, SpaceOutputAxis, TensorId, TorchscriptWeightsDescr, Version, WeightsDescr)
+        SpaceInputAxis, SpaceOutputAxis, TensorId, TorchscriptWeightsDescr, Version, WeightsDescr, generate_covers)
 
     method = NAMES.get(ckpt["method"], ckpt["method"])
     raw, out = TensorId("raw"), TensorId("denoised")
