@@ -29,11 +29,11 @@ TINY = ["--iterations", "2", "--batch-size", "2", "--patch-size", "32", "--featu
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A tiny Noise2SR model and a tiny Noise2Void one, trained on a 64x96 uint16 stack."""
+    """A tiny Noise2SR model and a tiny Noise2Void one, trained on a 96x128 uint16 stack."""
     d = tmp_path_factory.mktemp("export")
     rng = np.random.default_rng(0)
-    clean = 50 + 100 * rng.random((64, 96))
-    tifffile.imwrite(d / "noisy.tif", rng.poisson(clean, size=(4, 64, 96)).astype(np.uint16),
+    clean = 50 + 100 * rng.random((96, 128))
+    tifffile.imwrite(d / "noisy.tif", rng.poisson(clean, size=(4, 96, 128)).astype(np.uint16),
                      photometric="minisblack")
     assert main(["train", str(d / "noisy.tif"), "--out", str(d / "n2sr.pt"), *TINY]) == 0
     assert main(["train", str(d / "noisy.tif"), "--out", str(d / "n2v.pt"), "--method", "n2v", *TINY]) == 0
@@ -50,9 +50,9 @@ def engine_output(model: Path, plane: np.ndarray) -> np.ndarray:
     return engine.denoise_plane(plane)[0]
 
 
-@pytest.mark.parametrize("method, sample, shape", [("n2sr", True, (64, 96)), ("n2v", False, (128, 128))])
+@pytest.mark.parametrize("method, sample, shape", [("n2sr", True, (96, 128)), ("n2v", False, (128, 128))])
 def test_exported_package_passes_bioimageio_test_and_reproduces_denoise(trained, method, sample, shape):
-    """With --sample: its first plane cropped to multiples of 32; without: a synthetic 128x128 plane."""
+    """With --sample: its first plane (cropped to multiples of 32); without: a synthetic 128x128 plane."""
     package = trained / f"{method}.zip"
     if sample:  # the command, then bioimageio.core's test of the file it wrote
         assert main(["export", str(trained / f"{method}.pt"), "--out", str(package),
@@ -68,6 +68,9 @@ def test_exported_package_passes_bioimageio_test_and_reproduces_denoise(trained,
 
     descr = load_description(package)
     assert descr.cite[0].doi == "10.1007/978-3-031-16446-0_32"
+    # tiling consumers crop the engine's default overlap (32) and get tiles of at least 32 between halos
+    assert [a.halo for a in descr.outputs[0].axes[2:]] == [32, 32]
+    assert [(a.size.min, a.size.step) for a in descr.inputs[0].axes[2:]] == [(96, 32), (96, 32)]
     with zipfile.ZipFile(package) as z:
         x, y = (np.load(io.BytesIO(z.read(name))) for name in ("test_input.npy", "test_output.npy"))
     assert x.shape == (1, 1, *shape)
@@ -77,14 +80,14 @@ def test_exported_package_passes_bioimageio_test_and_reproduces_denoise(trained,
     # the package's network itself, as a consumer runs it, on another input size and batch
     with zipfile.ZipFile(package) as z, z.open("weights.pt") as f:
         net = torch.jit.load(f)
-    planes = tifffile.imread(trained / "noisy.tif")[:2, :64, :64].astype(np.float32)
+    planes = tifffile.imread(trained / "noisy.tif")[:2, :96, :96].astype(np.float32)
     with torch.no_grad():
         got = net(torch.from_numpy(planes)[:, None])[:, 0].numpy()
     for plane, out in zip(planes, got):
         np.testing.assert_allclose(out, engine_output(trained / f"{method}.pt", plane), rtol=1e-4, atol=1e-4)
 
 
-def test_export_refuses_a_non_zip_output_and_a_stride_3_model(trained, tmp_path, capsys):
+def test_export_refuses_a_non_zip_output_a_stride_3_model_and_a_small_sample(trained, tmp_path, capsys):
     assert main(["export", str(trained / "n2sr.pt"), "--out", str(tmp_path / "model.pt")]) == 1
     assert ".zip" in capsys.readouterr().err
     ckpt = torch.load(trained / "n2sr.pt", weights_only=True)
@@ -92,3 +95,7 @@ def test_export_refuses_a_non_zip_output_and_a_stride_3_model(trained, tmp_path,
     assert main(["export", str(tmp_path / "s3.pt"), "--out", str(tmp_path / "s3.zip")]) == 1
     assert "stride 3" in capsys.readouterr().err
     assert not (tmp_path / "s3.zip").exists()
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((64, 200), np.uint16))
+    assert main(["export", str(trained / "n2sr.pt"), "--out", str(tmp_path / "m.zip"),
+                 "--sample", str(tmp_path / "small.tif")]) == 1
+    assert "smaller than the 96x96" in capsys.readouterr().err

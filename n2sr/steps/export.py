@@ -77,9 +77,9 @@ def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
         rf = receptive_field(ModelConfig(**ckpt["model_config"]), sr=ckpt["scale"] == 2)
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(checkpoint, f"damaged or foreign checkpoint: {exc}") from None
-    plane = _test_plane(sample, normalizer)
     engine = Engine(net, DenoiseConfig(device="cpu", precision="fp32", downsample=downsample),
                     scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer)
+    plane = _test_plane(sample, normalizer, min_side(engine.overlap))
     expected, _ = engine.denoise_plane(plane)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -89,7 +89,7 @@ def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
         tifffile.imwrite(d / "sample_input.tif", plane.astype(np.float32))  # for people: viewers open TIFF
         tifffile.imwrite(d / "sample_output.tif", expected.astype(np.float32))
         (d / "README.md").write_text(readme(ckpt, checkpoint, sample, downsample, plane.shape), encoding="utf-8")
-        descr = describe(ckpt, d, name or f"n2sr {NAMES.get(ckpt['method'], ckpt['method'])} denoiser")
+        descr = describe(ckpt, d, name or f"n2sr {NAMES.get(ckpt['method'], ckpt['method'])} denoiser", engine.overlap)
         package = save_bioimageio_package(descr, output_path=d / "package.zip")
         summary = test_model(package, weight_format="torchscript", devices=["cpu"])
         if summary.status != "passed":
@@ -100,32 +100,43 @@ def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
     return summary.model_dump(mode="json")
 
 
-def _test_plane(sample: str | os.PathLike[str] | None, normalizer: Normalizer) -> np.ndarray:
-    """float32 ``(h, w)``: the centre of `sample`'s first plane, or a synthetic plane with noise."""
+def min_side(halo: int) -> int:
+    """The smallest input side the package declares: a tile keeps at least `MULTIPLE` pixels
+    between its two halos."""
+    return 2 * halo + MULTIPLE
+
+
+def _test_plane(sample: str | os.PathLike[str] | None, normalizer: Normalizer, smallest: int) -> np.ndarray:
+    """float32 ``(h, w)``: the centre of `sample`'s first plane, or a synthetic plane with noise;
+    sides multiples of `MULTIPLE`, at least `smallest`."""
     if sample is None:  # clean structure in [0, 1] network units plus 10 % Gaussian noise, in raw units
         rng = np.random.default_rng(0)
-        noisy = poisson_gaussian(clean_image((128, 128), rng), PoissonGaussian(0.0, 0.01), rng)
+        side = max(128, smallest)
+        noisy = poisson_gaussian(clean_image((side, side), rng), PoissonGaussian(0.0, 0.01), rng)
         return normalizer.inverse(noisy)
     first = select(sample, [0])[0, ...]
     first = first.reshape(-1, *first.shape[-2:])[0]
-    side = [min(CROP, n // MULTIPLE * MULTIPLE) for n in first.shape]
-    if min(side) < MULTIPLE:
+    side = [min(max(CROP, smallest), n // MULTIPLE * MULTIPLE) for n in first.shape]
+    if min(side) < smallest:
         raise InputError(sample, f"a plane of {first.shape[0]}x{first.shape[1]} pixels is smaller than the "
-                                 f"{MULTIPLE}x{MULTIPLE} the package needs as test input")
+                                 f"{smallest}x{smallest} the package needs as test input")
     y0, x0 = ((n - s) // 2 for n, s in zip(first.shape, side))
     return np.asarray(first[y0:y0 + side[0], x0:x0 + side[1]], dtype=np.float32)
 
 
-def describe(ckpt: dict, folder: Path, name: str) -> Any:
-    """The ``bioimageio.spec`` 0.5 model description (a ``ModelDescr``) of the files in `folder`."""
+def describe(ckpt: dict, folder: Path, name: str, halo: int) -> Any:
+    """The ``bioimageio.spec`` 0.5 model description (a ``ModelDescr``) of the files in `folder`.
+
+    `halo`: output pixels a tiling consumer crops from each side of a tile, the engine's overlap.
+    """
     from bioimageio.spec.model.v0_5 import (
         Author, AxisId, BatchAxis, ChannelAxis, CiteEntry, Doi, FileDescr, Identifier, InputTensorDescr,
         IntervalOrRatioDataDescr, LicenseId, ModelDescr, OutputTensorDescr, ParameterizedSize, SizeReference,
-        SpaceInputAxis, SpaceOutputAxis, TensorId, TorchscriptWeightsDescr, Version, WeightsDescr, generate_covers)
+        SpaceInputAxis, SpaceOutputAxisWithHalo, TensorId, TorchscriptWeightsDescr, Version, WeightsDescr, generate_covers)
 
     method = NAMES.get(ckpt["method"], ckpt["method"])
     raw, out = TensorId("raw"), TensorId("denoised")
-    size = ParameterizedSize(min=MULTIPLE, step=MULTIPLE)
+    size = ParameterizedSize(min=min_side(halo), step=MULTIPLE)
     data = IntervalOrRatioDataDescr(type="float32")
     ipt = InputTensorDescr(
         id=raw, description="a noisy fluorescence plane in the raw intensities the model was trained on",
@@ -136,8 +147,8 @@ def describe(ckpt: dict, folder: Path, name: str) -> Any:
     opt = OutputTensorDescr(
         id=out, description="the denoised plane, same size and intensity units as the input",
         axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier("intensity")]),
-              SpaceOutputAxis(id=AxisId("y"), size=SizeReference(tensor_id=raw, axis_id=AxisId("y"))),
-              SpaceOutputAxis(id=AxisId("x"), size=SizeReference(tensor_id=raw, axis_id=AxisId("x")))],
+              *(SpaceOutputAxisWithHalo(id=AxisId(a), size=SizeReference(tensor_id=raw, axis_id=AxisId(a)), halo=halo)
+                for a in ("y", "x"))],
         test_tensor=FileDescr(source=folder / "test_output.npy"),
         sample_tensor=FileDescr(source=folder / "sample_output.tif"), data=data)
     # the zoo's own cover (input and output split along the diagonal), moved out of its temporary folder
