@@ -188,6 +188,18 @@ def _denoise(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]
                        "captures": ns.captures, "sr": ns.sr, "tiff": ns.tiff, "attempt": ns.attempt, "part": ns.part}
 
 
+def _export(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
+    p.add_argument("checkpoint", type=Path, help="a trained model (.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the bioimage.io package to write (.zip)")
+    p.add_argument("--sample", type=Path,
+                   help="an image whose first plane's centre (up to 256x256) is the test input (default: synthetic)")
+    p.add_argument("--downsample", choices=["avgpool", "bilinear"], default=DenoiseConfig.downsample,
+                   help="how a Noise2SR model's 2x output returns to the input grid, as denoise (default: %(default)s)")
+    p.add_argument("--name", help="the model's name in the package (default: n2sr <method> denoiser)")
+    return lambda ns: {"checkpoint": ns.checkpoint, "out": ns.out, "sample": ns.sample,
+                       "downsample": ns.downsample, "name": ns.name}
+
+
 def _part_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--part", metavar="STAGE/K",
                    help=f"one stage of a job scattered over K parts ({what}): prepare/K, k/K (1-based) or gather/K")
@@ -255,6 +267,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("train a Noise2SR (or baseline) model on noisy images", _train),
     "adopt": Command("check a model trained before and use it as this run's (instead of training)", _adopt),
     "denoise": Command("denoise an image or stack with a trained model", _denoise),
+    "export": Command("write a trained model as a BioImage Model Zoo package (deepImageJ, ilastik, napari), "
+                      "tested with bioimageio.core", _export),
     "bm3d": Command("denoise an image or stack with BM3D (noise estimated from each plane)", _bm3d),
     "evaluate": Command("PSNR/SSIM of images against a reference", _evaluate),
     "crops": Command("before/after crops of one capture as a PNG (for the report)", _crops),

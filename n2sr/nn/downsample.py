@@ -31,9 +31,7 @@ def downsample(sr: torch.Tensor, mode: str, origin: tuple[int, int], region: tup
     """
     y0, x0, y1, x1 = region
     if mode == "avgpool":  # the same two taps as strided views: no gather, same arithmetic
-        out = sr[:, 2 * (y0 - origin[0]):2 * (y1 - origin[0]), 2 * (x0 - origin[1]):2 * (x1 - origin[1])]
-        out = torch.add(out[:, 0::2].mul(0.5), out[:, 1::2], alpha=0.5)  # 0.5 a + 0.5 b, rounded once
-        return torch.add(out[:, :, 0::2].mul(0.5), out[:, :, 1::2], alpha=0.5)
+        return halve(sr[:, 2 * (y0 - origin[0]):2 * (y1 - origin[0]), 2 * (x0 - origin[1]):2 * (x1 - origin[1])])
     out = sr
     for axis, (start, stop, size, offset) in ((1, (y0, y1, shape[0], origin[0])), (2, (x0, x1, shape[1], origin[1]))):
         lo, frac = _taps(start, stop, size, mode)
@@ -42,6 +40,16 @@ def downsample(sr: torch.Tensor, mode: str, origin: tuple[int, int], region: tup
         frac = torch.from_numpy(frac).to(sr.device).reshape((-1, 1) if axis == 1 else (1, -1))
         out = (1 - frac) * out.index_select(axis, lo) + frac * out.index_select(axis, hi)
     return out
+
+
+def halve(sr: torch.Tensor) -> torch.Tensor:
+    """``avgpool`` of a whole 2x output ``(..., 2h, 2w)`` -> ``(..., h, w)``: the mean of each 2x2 cell.
+
+    The two taps as strided views (no gather), ``0.5 a + 0.5 b`` rounded once per axis, so the
+    exported TorchScript model (`n2sr.nn.bmz`) computes the very arithmetic of the engine.
+    """
+    out = torch.add(sr[..., 0::2, :].mul(0.5), sr[..., 1::2, :], alpha=0.5)
+    return torch.add(out[..., 0::2].mul(0.5), out[..., 1::2], alpha=0.5)
 
 
 def _taps(start: int, stop: int, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
