@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from n2sr import __version__
-from n2sr.config import METHOD_CONFIGS, DenoiseConfig, ModelConfig, TrainConfig
+from n2sr.config import METHOD_CONFIGS, REFERENCE_POLICIES, DenoiseConfig, ModelConfig, TrainConfig
 from n2sr.errors import InputError
 
 METHODS = ("n2sr", *METHOD_CONFIGS)  # trained methods; n2sr.nn.objectives checks the same names
@@ -133,6 +133,14 @@ def _source_out(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], di
     return lambda ns: {"source": ns.source, "out_zarr": ns.out}
 
 
+def _reference(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
+    kwargs = _source_out(p)
+    p.add_argument("--policy", choices=REFERENCE_POLICIES, default="auto",
+                   help="file: SOURCE is a reference file; average: the mean of SOURCE's captures; none: no "
+                        "reference (a marker saying why); auto: file, average of t > 1 captures, else none")
+    return lambda ns: {**kwargs(ns), "policy": ns.policy}
+
+
 def _train(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--method", choices=METHODS, default="n2sr",
@@ -180,7 +188,10 @@ def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("output", type=Path)
     _captures_option(p)
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
-    return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff}
+    p.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
+                   help="reference-free SURE of each plane: one more BM3D run per plane (default: on)")
+    return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff,
+                       "estimate": ns.estimate}
 
 
 def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
@@ -230,7 +241,7 @@ COMMANDS: dict[str, Command] = {
     "add-noise": Command("the paper's synthetic experiment: stored noisy copies of clean references", _add_noise),
     "ingest": Command("raw stack, file or folder series -> OME-Zarr", _source_out),
     "reference": Command("reference of a field of view -> OME-Zarr: the average of an OME-Zarr's captures (t), "
-                         "or a given reference file converted", _source_out),
+                         "or a given reference file converted, or none (--policy)", _reference),
     "train": Command("train a Noise2SR (or baseline) model on noisy images", _train),
     "denoise": Command("denoise an image or stack with a trained model", _denoise),
     "bm3d": Command("denoise an image or stack with BM3D (noise estimated from each plane)", _bm3d),

@@ -24,7 +24,7 @@ says when the output's residual does not look like the fitted noise.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -95,6 +95,16 @@ def sure(noisy: np.ndarray, denoised: np.ndarray, perturbed: np.ndarray, p: np.n
     return _mean(terms.ravel())
 
 
+def black_box_sure(f: Callable[[np.ndarray], np.ndarray], noisy: np.ndarray, denoised: np.ndarray,
+                   model: PoissonGaussian, seed: int) -> tuple[Estimate, float]:
+    """`sure` of a denoiser `f` given as a function: one extra call, on ``noisy + eps p``.
+    Returns the estimate and the step ``eps`` used."""
+    y = np.asarray(noisy, np.float64)
+    p = probe(y.shape, seed)
+    eps = probe_step(y, model)
+    return sure(y, denoised, f(y + eps * p), p, eps, model), eps
+
+
 def identity_sure(noisy: np.ndarray, model: PoissonGaussian) -> Estimate:
     """SURE of the identity (the noisy input as the estimate): the fitted noise energy."""
     return _mean(noise_variance(noisy, model).ravel())
@@ -127,6 +137,22 @@ def held_out(noisy: np.ndarray, predictions: list[np.ndarray], masks: list[np.nd
     spread = float(draws.std(ddof=1)) / math.sqrt(len(draws)) if len(draws) > 1 else math.nan
     return Estimate(float(draws.mean()), math.sqrt((0.0 if math.isnan(spread) else spread**2)
                                                    + float(np.mean(pixel_se)) ** 2))
+
+
+def record(model: PoissonGaussian, sure_estimate: Estimate, step: float, held: Estimate = NAN, kind: str = "",
+           draws: int = 0) -> dict[str, float | str | int | None]:
+    """One plane's estimates as the denoising steps store them (output attributes ``estimates``,
+    JSON: a missing number is null) and `n2sr.steps.evaluate` reads them."""
+    numbers = {"noise_a": model.a, "noise_b": model.b, "sure_mse": sure_estimate.mse, "sure_se": sure_estimate.se,
+               "sure_step": step, "held_out_mse": held.mse, "held_out_se": held.se}
+    return {**{k: float(v) if math.isfinite(v) else None for k, v in numbers.items()},
+            "held_out_kind": kind if draws else "", "held_out_draws": draws if kind else 0}
+
+
+def from_record(entry: dict, prefix: str) -> Estimate:
+    """The `prefix` ("sure" or "held_out") estimate of a stored record; NaN where null."""
+    mse, se = entry.get(f"{prefix}_mse"), entry.get(f"{prefix}_se")
+    return Estimate(math.nan if mse is None else float(mse), math.nan if se is None else float(se))
 
 
 class Residual(NamedTuple):

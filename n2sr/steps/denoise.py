@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from n2sr.nn.device import set_threads
 from n2sr.nn.inference import Engine, as_dtype
 from n2sr.nn.model import from_state, receptive_field
 from n2sr.nn.normalize import Normalizer
+from n2sr.nn.probe import plane_estimates
 
 
 def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -104,10 +105,17 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
                 sr_dst = omezarr.create_image(tmps[1], _sr_shape(selection.shape), dtype,
                                               attrs={**attrs, "kind": "2x super-resolution"})
             stream_blocks(selection, fn, dst, sr_dst, **stream)
+            if cfg.estimate_draws:
+                flat = (lambda i: dst[np.unravel_index(i, selection.shape[:-2])]) if dtype == np.float32 else None
+                attrs["estimates"] = _estimates(runner, selection, flat, ckpt, stride, cfg.estimate_draws)
+                omezarr.write_attrs(tmps[0], attrs)
         if tiff:
             export_tiff(output, tiff)
         return
     denoised, sr_arr = runner.denoise_array(selection.read(), return_sr=sr is not None)
+    if cfg.estimate_draws:
+        flat = denoised.reshape(-1, *denoised.shape[-2:])
+        attrs["estimates"] = _estimates(runner, selection, flat.__getitem__, ckpt, stride, cfg.estimate_draws)
     if dtype != np.float32:
         denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
     write_image(output, denoised, attrs=attrs)
@@ -115,6 +123,21 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"})
     if tiff:
         write_image(tiff, denoised, attrs=attrs)
+
+
+def _estimates(runner: Engine | Decorrelated, selection, output: Callable[[int], np.ndarray] | None,
+               ckpt: dict, stride: int, draws: int) -> list[dict]:
+    """Reference-free estimates of every selected plane (flat index over the leading axes), from
+    the float output `output(i)` (None: recomputed, as the written output was rounded to integers)."""
+    rows = []
+    for i in range(int(np.prod(selection.shape[:-2]))):
+        noisy = selection[np.unravel_index(i, selection.shape[:-2])]
+        denoised = output(i) if output is not None else runner.denoise_array(noisy.astype(np.float32),
+                                                                           progress=False)[0]
+        rows.append(plane_estimates(runner, noisy, np.asarray(denoised), method=ckpt["method"],
+                                    settings=ckpt.get("method_config"), sr=ckpt["scale"] == 2 and stride == 2,
+                                    draws=draws, seed=i))
+    return rows
 
 
 def _sr_shape(shape: Sequence[int]) -> tuple[int, ...]:
