@@ -196,7 +196,10 @@ def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
 
 def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--reference", type=Path, required=True,
+                   help="the reference, or the marker of none (n2sr reference --policy): then estimates only")
+    p.add_argument("--noisy", type=Path,
+                   help="the noisy input the images were denoised from, for the residual check of the estimates")
     _captures_option(p, "t indices of Zarr inputs to evaluate")
     p.add_argument("--data-range", type=float,
                    help="fixed data range (default: the reference dtype's full scale, where the data can fill it)")
@@ -209,7 +212,7 @@ def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict
     _part_option(p, "runs of whole captures, rows concatenated into --csv by gather/K")
     return lambda ns: {"reference": ns.reference, "images": ns.images, "csv": ns.csv, "data_range": ns.data_range,
                        "bits": ns.bits, "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
-                       "methods": ns.method, "part": ns.part}
+                       "methods": ns.method, "part": ns.part, "noisy": ns.noisy}
 
 
 def _crops(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
@@ -269,12 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_scores(rows: list[dict]) -> None:
-    print(f"{'method':<10} {'image':<32} {'PSNR':>8} {'SSIM':>7}   {'PSNR*':>8} {'SSIM*':>7}")
+    print(f"{'method':<10} {'image':<32} {'PSNR':>8} {'SSIM':>7}   {'PSNR*':>8} {'SSIM*':>7}   "
+          f"{'estSURE':>8} {'estHeld':>8}")
     for r in rows:
         print(f"{r['method']:<10} {r['image']:<32} {r['psnr']:8.2f} {r['ssim']:7.4f}   "
-              f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}")
+              f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}   "
+              f"{r.get('est_psnr_sure', float('nan')):8.2f} {r.get('est_psnr_held_out', float('nan')):8.2f}")
     print(f"PSNR/SSIM: fixed data range ({rows[0]['data_range']:g}); "
-          "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention)")
+          "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention); "
+          "estSURE/estHeld: reference-free PSNR estimates (fixed range; n2sr/estimate.py)")
+    reasons = sorted({r["no_reference"] for r in rows if r.get("no_reference")})
+    if reasons:
+        print("no reference: " + "; ".join(reasons))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

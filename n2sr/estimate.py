@@ -28,8 +28,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from n2sr.correlation import noise_autocorrelation
-from n2sr.noise import PoissonGaussian
+from n2sr.correlation import estimate_autocorrelation, noise_autocorrelation
+from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian
 
 Z95 = 1.959964  # two-sided 95 % normal quantile: the intervals are mse +- Z95 * se
 PROBE_STEP = 0.05  # finite-difference step of the SURE probe, in units of the noise std
@@ -153,6 +153,50 @@ def from_record(entry: dict, prefix: str) -> Estimate:
     """The `prefix` ("sure" or "held_out") estimate of a stored record; NaN where null."""
     mse, se = entry.get(f"{prefix}_mse"), entry.get(f"{prefix}_se")
     return Estimate(math.nan if mse is None else float(mse), math.nan if se is None else float(se))
+
+
+COLUMNS = ("noise_a", "noise_b", "input_snr_db",
+           "est_mse_sure", "est_mse_sure_se", "est_psnr_sure", "est_psnr_sure_lo", "est_psnr_sure_hi",
+           "est_mse_held_out", "est_mse_held_out_se", "est_psnr_held_out", "est_psnr_held_out_lo",
+           "est_psnr_held_out_hi", "held_out_kind", "residual_ratio", "residual_lag1", "noise_lag1", "residual_flag")
+"""Per-image CSV columns of the estimates (documented in config/README.md, "Reference-free estimates")."""
+_MIN_SIDE = 28  # estimate_autocorrelation's smallest plane side (4 x its 7-pixel window)
+
+
+def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, data_range: float, *,
+            identity: bool) -> dict[str, float | str]:
+    """The `COLUMNS` of one plane: `output` denoised from `noisy` (None: unknown, so only the
+    stored `entry` of the denoising step is used), or the noisy input itself (`identity`).
+
+    The noise model is the stored one (fitted by the denoising step on the same plane) or fitted
+    here; PSNRs use `data_range` (the fixed convention's).
+    """
+    out: dict[str, float | str] = dict.fromkeys(COLUMNS, math.nan)
+    out.update(held_out_kind="", residual_flag="")
+    if entry is not None and entry.get("noise_a") is not None:
+        model = PoissonGaussian(float(entry["noise_a"]), float(entry["noise_b"]))
+    elif noisy is not None:
+        model = estimate_poisson_gaussian(noisy)
+    else:
+        return out
+    out.update(noise_a=model.a, noise_b=model.b)
+    if noisy is not None:
+        out["input_snr_db"] = input_snr_db(noisy, model)
+    sure_est = identity_sure(noisy, model) if identity and noisy is not None else (
+        from_record(entry, "sure") if entry is not None else NAN)
+    held = from_record(entry, "held_out") if entry is not None and not identity else NAN
+    for name, est in (("sure", sure_est), ("held_out", held)):
+        psnr, lo, hi = est.psnr(data_range)
+        out.update({f"est_mse_{name}": est.mse, f"est_mse_{name}_se": est.se, f"est_psnr_{name}": psnr,
+                    f"est_psnr_{name}_lo": lo, f"est_psnr_{name}_hi": hi})
+    if entry is not None and not identity:
+        out["held_out_kind"] = entry.get("held_out_kind") or ""
+    if noisy is not None and not identity and min(np.shape(noisy)) >= _MIN_SIDE:
+        noise_lag1 = estimate_autocorrelation(noisy).lag1
+        check = residual_check(noisy, output, model, noise_lag1)
+        out.update(residual_ratio=check.variance_ratio, residual_lag1=check.lag1, noise_lag1=noise_lag1,
+                   residual_flag=check.flag)
+    return out
 
 
 class Residual(NamedTuple):

@@ -156,10 +156,19 @@ def ingested(configuration: str, fov: str) -> str:
     return f"results/ingest/{configuration}/{fov}.zarr"
 
 
+def reference_policy(wildcards) -> str:
+    """The FOV's reference policy (sheet column reference_policy, else the config's), with auto
+    resolved to file where a reference file is given; the reference step decides the rest."""
+    row = sample(wildcards)
+    policy = row["reference_policy"]
+    return "file" if policy == "auto" and row["reference"] else policy
+
+
 def reference_source(wildcards) -> str:
-    """The given reference file, or the ingested captures to average."""
+    """The given reference file (policy file), or the ingested captures (to average, or to name
+    in the marker of no reference)."""
     given = sample(wildcards)["reference"]
-    return given or ingested(wildcards.configuration, wildcards.fov)
+    return given if reference_policy(wildcards) == "file" else ingested(wildcards.configuration, wildcards.fov)
 
 
 def train_images(wildcards) -> list[str]:

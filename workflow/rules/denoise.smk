@@ -54,7 +54,7 @@ rule denoise_bm3d:
     conda:
         N2SR_ENV
     params:
-        captures=cli_options({"captures": config["test_captures"]}),
+        captures=cli_options({"captures": config["test_captures"], "estimate": config["denoise"]["estimate_draws"] > 0}),
         outputs=lambda wildcards, output: cli_options({k: v for k, v in output.items() if k != "zarr"}),
     resources:
         mem_mb=scaled_mem("denoise"),
