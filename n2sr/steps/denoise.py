@@ -76,15 +76,17 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     if stage is not None and stage.kind == "prepare":
         _prepare(output, outputs, selection, dtype, cfg, stage)
         return
-    if stage is not None and stage.kind == "gather":
-        _gather(output, outputs, attrs, stage, tiff)
-        return
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
     runner = engine if stride == 2 else Decorrelated(engine, stride)  # the checkpoint's stride, honoured
     context = engine.overlap if stride == 2 else runner.context
     attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
     fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
+    estimates = (lambda array: _estimates(runner, selection, _reader(array, selection.shape, dtype), ckpt, stride,
+                                          cfg.estimate_draws)) if cfg.estimate_draws else None
+    if stage is not None and stage.kind == "gather":  # after the parts: the estimates of the whole output
+        _gather(output, outputs, attrs, stage, tiff, estimates)
+        return
     stream = dict(context=context, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)
     if stage is not None:  # one part, into the prepared outputs; its marker last
         dst, *sr_dst = parts.open_partials(output, outputs, stage)
@@ -105,24 +107,28 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
                 sr_dst = omezarr.create_image(tmps[1], _sr_shape(selection.shape), dtype,
                                               attrs={**attrs, "kind": "2x super-resolution"})
             stream_blocks(selection, fn, dst, sr_dst, **stream)
-            if cfg.estimate_draws:
-                flat = (lambda i: dst[np.unravel_index(i, selection.shape[:-2])]) if dtype == np.float32 else None
-                attrs["estimates"] = _estimates(runner, selection, flat, ckpt, stride, cfg.estimate_draws)
+            if estimates is not None:
+                attrs["estimates"] = estimates(dst)
                 omezarr.write_attrs(tmps[0], attrs)
         if tiff:
             export_tiff(output, tiff)
         return
     denoised, sr_arr = runner.denoise_array(selection.read(), return_sr=sr is not None)
-    if cfg.estimate_draws:
-        flat = denoised.reshape(-1, *denoised.shape[-2:])
-        attrs["estimates"] = _estimates(runner, selection, flat.__getitem__, ckpt, stride, cfg.estimate_draws)
+    if estimates is not None:
+        attrs["estimates"] = estimates(denoised)
     if dtype != np.float32:
         denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
     write_image(output, denoised, attrs=attrs)
-    if sr is not None:
-        write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"})
+    if sr is not None:  # the estimates are the output's, as on the streamed path
+        write_image(sr, sr_arr, attrs={**{k: v for k, v in attrs.items() if k != "estimates"},
+                                       "kind": "2x super-resolution"})
     if tiff:
         write_image(tiff, denoised, attrs=attrs)
+
+
+def _reader(array, shape: Sequence[int], dtype: np.dtype) -> Callable[[int], np.ndarray] | None:
+    """Plane `i` (flat over the leading axes) of a float32 output; None for a rounded one."""
+    return (lambda i: np.asarray(array[np.unravel_index(i, tuple(shape[:-2]))])) if dtype == np.float32 else None
 
 
 def _estimates(runner: Engine | Decorrelated, selection, output: Callable[[int], np.ndarray] | None,
@@ -159,16 +165,20 @@ def _prepare(output: Path | str, outputs: list[Path], selection, dtype: np.dtype
 
 
 def _gather(output: Path | str, outputs: list[Path], attrs: dict, stage: parts.Stage,
-            tiff: str | os.PathLike[str] | None) -> None:
-    """Every part done: the final provenance, then the outputs renamed into place, all or none."""
+            tiff: str | os.PathLike[str] | None, estimates: Callable | None = None) -> None:
+    """Every part done: the final provenance (with the `estimates` of the gathered output), then
+    the outputs renamed into place, all or none."""
     records = parts.records(output, stage.count)
+    if estimates is not None:
+        attrs["estimates"] = estimates(omezarr.open_image(parts.partial(output, outputs[0])))
     for key in ("attempt", "tile_size", "overlap_pixels"):
         values = [r[key] for r in records]
         attrs[key] = values[0] if len(set(values)) == 1 else values
     attrs["parts"] = records
     kinds = [{}, {"kind": "2x super-resolution"}]
     for p, kind in zip(outputs, kinds):
-        omezarr.write_attrs(parts.partial(output, p), {**attrs, **kind})
+        own = attrs if not kind else {k: v for k, v in attrs.items() if k != "estimates"}
+        omezarr.write_attrs(parts.partial(output, p), {**own, **kind})
     with _atomic_all(outputs) as tmps:
         for p, tmp in zip(outputs, tmps):
             os.replace(parts.partial(output, p), tmp)
