@@ -344,6 +344,11 @@ def configuration_summaries() -> list[str]:
     return [f"results/reports/{c}_summary.csv" for c in TEST["configuration"].unique()]
 
 
+def estimate_figures() -> list[str]:
+    """Estimated against true PSNR, one figure per configuration (n2sr summarize)."""
+    return [f"results/reports/estimates/{c}.png" for c in TEST["configuration"].unique()]
+
+
 def crops_figures() -> list[str]:
     """One before/after figure per configuration, of its first test FOV."""
     return [f"results/reports/crops/{c}.png" for c in TEST["configuration"].unique()]
@@ -377,5 +382,5 @@ def get_final_output() -> list[str]:
     models = [f"{model_dir(m).format(configuration=c)}/{name}" for m in TRAINED for c in CONFIGURATIONS
               for name in ("model.pt", "curve.png")]
     reports = ["results/reports/summary.csv", "results/reports/table.csv", "results/reports/table_fixed.csv",
-               *configuration_summaries(), *crops_figures()]
+               *configuration_summaries(), *estimate_figures(), *crops_figures()]
     return models + (reports if len(TEST) else [])
