@@ -38,6 +38,12 @@ PROBE_STEP = 0.05  # finite-difference step of the SURE probe, in units of the n
 # within RESIDUAL_LAG1 of the noise's own (structure left in the residual).
 RESIDUAL_RATIO = (0.7, 1.3)
 RESIDUAL_LAG1 = 0.1
+# Relative standard error of the blind fit's noise energy mean(a y + b): over 22 real FMD frames
+# the fitted RMS noise was 0.95-1.10 of the truth (benchmarks/results/noise_estimation.md), i.e.
+# the energy within about +-10 %. Both estimates subtract that energy, so its error moves them one
+# for one; the intervals of `columns` include it, which dominates wherever the MSE is far below
+# the noise energy (a strong denoiser).
+NOISE_FIT_RSE = 0.05
 
 
 class Estimate(NamedTuple):
@@ -139,11 +145,13 @@ def held_out(noisy: np.ndarray, predictions: list[np.ndarray], masks: list[np.nd
                                                    + float(np.mean(pixel_se)) ** 2))
 
 
-def record(model: PoissonGaussian, sure_estimate: Estimate, step: float, held: Estimate = NAN, kind: str = "",
-           draws: int = 0) -> dict[str, float | str | int | None]:
+def record(model: PoissonGaussian, energy: float, sure_estimate: Estimate, step: float, held: Estimate = NAN,
+           kind: str = "", draws: int = 0) -> dict[str, float | str | int | None]:
     """One plane's estimates as the denoising steps store them (output attributes ``estimates``,
-    JSON: a missing number is null) and `n2sr.steps.evaluate` reads them."""
-    numbers = {"noise_a": model.a, "noise_b": model.b, "sure_mse": sure_estimate.mse, "sure_se": sure_estimate.se,
+    JSON: a missing number is null) and `n2sr.steps.evaluate` reads them; `energy` is the plane's
+    fitted noise energy ``mean(a y + b)``."""
+    numbers = {"noise_a": model.a, "noise_b": model.b, "noise_energy": energy,
+               "sure_mse": sure_estimate.mse, "sure_se": sure_estimate.se,
                "sure_step": step, "held_out_mse": held.mse, "held_out_se": held.se}
     return {**{k: float(v) if math.isfinite(v) else None for k, v in numbers.items()},
             "held_out_kind": kind if draws else "", "held_out_draws": draws if kind else 0}
@@ -155,7 +163,7 @@ def from_record(entry: dict, prefix: str) -> Estimate:
     return Estimate(math.nan if mse is None else float(mse), math.nan if se is None else float(se))
 
 
-COLUMNS = ("noise_a", "noise_b", "input_snr_db",
+COLUMNS = ("noise_a", "noise_b", "noise_energy", "input_snr_db",
            "est_mse_sure", "est_mse_sure_se", "est_psnr_sure", "est_psnr_sure_lo", "est_psnr_sure_hi",
            "est_mse_held_out", "est_mse_held_out_se", "est_psnr_held_out", "est_psnr_held_out_lo",
            "est_psnr_held_out_hi", "held_out_kind", "residual_ratio", "residual_lag1", "noise_lag1", "residual_flag")
@@ -169,7 +177,8 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
     stored `entry` of the denoising step is used), or the noisy input itself (`identity`).
 
     The noise model is the stored one (fitted by the denoising step on the same plane) or fitted
-    here; PSNRs use `data_range` (the fixed convention's).
+    here; PSNRs use `data_range` (the fixed convention's). The standard errors add the noise
+    fit's (`with_fit_error`) to the stored ones.
     """
     out: dict[str, float | str] = dict.fromkeys(COLUMNS, math.nan)
     out.update(held_out_kind="", residual_flag="")
@@ -179,13 +188,16 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
         model = estimate_poisson_gaussian(noisy)
     else:
         return out
-    out.update(noise_a=model.a, noise_b=model.b)
+    energy = float(np.mean(noise_variance(noisy, model))) if noisy is not None else float(
+        entry.get("noise_energy") or math.nan)
+    out.update(noise_a=model.a, noise_b=model.b, noise_energy=energy)
     if noisy is not None:
         out["input_snr_db"] = input_snr_db(noisy, model)
     sure_est = identity_sure(noisy, model) if identity and noisy is not None else (
         from_record(entry, "sure") if entry is not None else NAN)
     held = from_record(entry, "held_out") if entry is not None and not identity else NAN
     for name, est in (("sure", sure_est), ("held_out", held)):
+        est = with_fit_error(est, energy)
         psnr, lo, hi = est.psnr(data_range)
         out.update({f"est_mse_{name}": est.mse, f"est_mse_{name}_se": est.se, f"est_psnr_{name}": psnr,
                     f"est_psnr_{name}_lo": lo, f"est_psnr_{name}_hi": hi})
@@ -197,6 +209,14 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
         out.update(residual_ratio=check.variance_ratio, residual_lag1=check.lag1, noise_lag1=noise_lag1,
                    residual_flag=check.flag)
     return out
+
+
+def with_fit_error(est: Estimate, energy: float) -> Estimate:
+    """`est` with the noise fit's error (`NOISE_FIT_RSE` of the noise `energy`) added to its
+    standard error; unchanged where the energy is unknown."""
+    if math.isnan(energy):
+        return est
+    return Estimate(est.mse, math.sqrt((0.0 if math.isnan(est.se) else est.se**2) + (NOISE_FIT_RSE * energy) ** 2))
 
 
 class Residual(NamedTuple):

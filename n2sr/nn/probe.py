@@ -46,7 +46,8 @@ def plane_estimates(runner: Runner, plane: np.ndarray, denoised: np.ndarray, *, 
     if kind is not None and draws > 0:
         preds, masks = held_out_predictions(runner, y, method, settings, draws, seed)
         held = estimate.held_out(y, preds, masks, model)
-    return estimate.record(model, sure, eps, held, kind or "", draws if kind else 0)
+    energy = float(np.mean(estimate.noise_variance(y, model)))
+    return estimate.record(model, energy, sure, eps, held, kind or "", draws if kind else 0)
 
 
 def held_out_predictions(runner: Runner, y: np.ndarray, method: str, settings: dict[str, Any] | None,

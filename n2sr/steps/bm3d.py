@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from n2sr.bm3d import bm3d_denoise
-from n2sr.estimate import black_box_sure, record
+from n2sr.estimate import black_box_sure, noise_variance, record
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
@@ -49,4 +49,5 @@ def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int) -> dict:
     y = np.asarray(plane, np.float64)
     model = estimate_poisson_gaussian(y)
     noise = (max(model.a, 0.0), model.b)
-    return record(model, *black_box_sure(lambda z: bm3d_denoise(z, noise=noise), y, denoised, model, seed))
+    energy = float(np.mean(noise_variance(y, model)))
+    return record(model, energy, *black_box_sure(lambda z: bm3d_denoise(z, noise=noise), y, denoised, model, seed))
