@@ -149,9 +149,31 @@ def stats(frame: pd.DataFrame, column: str) -> dict:
     err = f[column] - f["psnr"]
     lo, hi = f[f"{column}_lo"], f[f"{column}_hi"]
     rho = spearmanr(f["psnr"], f[column]).statistic if len(f) > 2 else math.nan
-    return {"n": len(f), "median_abs_err": float(err.abs().median()), "mean_err": float(err.mean()),
+    pixel = (f"{column}_lo_pixel", f"{column}_hi_pixel")
+    covered = (lambda a, b: float(((f["psnr"] >= f[a]) & (f["psnr"] <= f[b])).mean())) if pixel[0] in f else None
+    return {"n": len(f), "median_abs_err": float(err.abs().median()), "median_err": float(err.median()),
             "within_1db": float((err.abs() <= 1.0).mean()), "spearman": float(rho),
-            "coverage": float(((f["psnr"] >= lo) & (f["psnr"] <= hi)).mean())}
+            "coverage": float(((f["psnr"] >= lo) & (f["psnr"] <= hi)).mean()),
+            "coverage_pixel": covered(*pixel) if covered else math.nan}
+
+
+def add_fit_error(frame: pd.DataFrame) -> pd.DataFrame:
+    """For rows written before the intervals included the noise fit's error (no ``noise_energy``
+    column): the fitted energy is the noisy row's SURE of the same image, and the intervals are
+    recomputed with `n2sr.estimate.with_fit_error`; the pixel-only ones are kept as ``*_pixel``."""
+    if "noise_energy" in frame.columns:
+        return frame
+    frame = frame.copy()
+    noisy = frame[frame["method"] == "noisy"].set_index(["configuration", "image"])["est_mse_sure"]
+    frame["noise_energy"] = [noisy.get((c, i), math.nan) for c, i in zip(frame["configuration"], frame["image"])]
+    for name in ("sure", "held_out"):
+        frame[f"est_psnr_{name}_lo_pixel"] = frame[f"est_psnr_{name}_lo"]
+        frame[f"est_psnr_{name}_hi_pixel"] = frame[f"est_psnr_{name}_hi"]
+        bounds = [estimate.with_fit_error(estimate.Estimate(m, s), e).psnr(R)[1:] if not math.isnan(m) else
+                  (math.nan, math.nan) for m, s, e in zip(frame[f"est_mse_{name}"], frame[f"est_mse_{name}_se"],
+                                                          frame["noise_energy"])]
+        frame[f"est_psnr_{name}_lo"], frame[f"est_psnr_{name}_hi"] = zip(*bounds)
+    return frame
 
 
 def report(frame: pd.DataFrame, args, seconds: float) -> str:
@@ -170,16 +192,16 @@ def report(frame: pd.DataFrame, args, seconds: float) -> str:
                           ("By data set", list(frame.groupby("group", sort=False))),
                           ("By method", list(frame.groupby("method", sort=False))),
                           ("By configuration", list(frame.groupby("configuration", sort=False)))):
-        lines += [f"## {title}", "", "| subset | estimator | n | median abs err | mean err | within 1 dB | "
-                  "Spearman | coverage |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {title}", "", "| subset | estimator | n | median abs err | median err | within 1 dB | "
+                  "Spearman | coverage | coverage, pixel SE only |", "|---|---|---|---|---|---|---|---|---|"]
         for name, part in groups:
             for est in ("est_psnr_sure", "est_psnr_held_out"):
                 s = stats(part, est)
                 if s["n"] == 0:
                     continue
                 lines.append(f"| {name} | {est.removeprefix('est_psnr_')} | {s['n']} | {s['median_abs_err']:.2f} | "
-                             f"{s['mean_err']:+.2f} | {100 * s['within_1db']:.0f} % | {s['spearman']:.3f} | "
-                             f"{100 * s['coverage']:.0f} % |")
+                             f"{s["median_err"]:+.2f} | {100 * s['within_1db']:.0f} % | {s['spearman']:.3f} | "
+                             f"{100 * s['coverage']:.0f} % | {100 * s['coverage_pixel']:.0f} % |")
         lines.append("")
     lines += [targets, ""]
     flags = frame[frame["method"] != "noisy"].groupby("group")["residual_flag"].agg(
@@ -221,16 +243,25 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "reference_free"))
+    p.add_argument("--from-csv", type=Path, help="only rewrite the report and plot from this CSV of an earlier run")
+    p.add_argument("--cpu-minutes", type=float, default=math.nan, help="with --from-csv: that run's CPU time")
     args = p.parse_args()
     torch.set_num_threads(1)
-    t0 = time.process_time()
-    frame = run(args)
-    seconds = time.process_time() - t0
     out = Path(args.out)
+    if args.from_csv:
+        frame, seconds = pd.read_csv(args.from_csv, keep_default_na=False, na_values=["", "nan", "NaN"]), \
+            60 * args.cpu_minutes
+        for text in ("held_out_kind", "residual_flag"):
+            frame[text] = frame[text].fillna("").astype(str)
+    else:
+        t0 = time.process_time()
+        frame = run(args)
+        seconds = time.process_time() - t0
+    frame = add_fit_error(frame)
     frame.to_csv(out.with_suffix(".csv"), index=False)
     scatter(frame, out.with_suffix(".png"))
     out.with_suffix(".md").write_text(report(frame, args, seconds))
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "versions": versions()}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "versions": versions()}, indent=1, default=str))
     print(out.with_suffix(".md").read_text())
 
 
