@@ -200,7 +200,7 @@ def report(frame: pd.DataFrame, args, seconds: float) -> str:
                 if s["n"] == 0:
                     continue
                 lines.append(f"| {name} | {est.removeprefix('est_psnr_')} | {s['n']} | {s['median_abs_err']:.2f} | "
-                             f"{s["median_err"]:+.2f} | {100 * s['within_1db']:.0f} % | {s['spearman']:.3f} | "
+                             f"{s['median_err']:+.2f} | {100 * s['within_1db']:.0f} % | {s['spearman']:.3f} | "
                              f"{100 * s['coverage']:.0f} % | {100 * s['coverage_pixel']:.0f} % |")
         lines.append("")
     lines += [targets, ""]
