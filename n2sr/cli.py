@@ -164,6 +164,16 @@ def _train(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     return kwargs
 
 
+def _adopt(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
+    p.add_argument("checkpoint", type=Path, help="a model trained before (.pt), e.g. an earlier run's")
+    p.add_argument("--out", type=Path, required=True, help="the record of the checked model to write (adopted.json)")
+    p.add_argument("--method", choices=METHODS, default="n2sr", help="the method it must be a model of")
+    p.add_argument("--normalization", choices=["range", "meanstd"],
+                   help="the normalisation it must have been trained with (default: not checked)")
+    return lambda ns: {"checkpoint": ns.checkpoint, "out": ns.out, "method": ns.method,
+                       "normalization": ns.normalization}
+
+
 def _denoise(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("model", type=Path)
     p.add_argument("input", type=Path)
@@ -188,10 +198,12 @@ def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("output", type=Path)
     _captures_option(p)
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
+    p.add_argument("--pyramid", type=int, default=DenoiseConfig.pyramid,
+                   help="multiscale levels of a Zarr output down to this plane side; 0: none (default: %(default)s)")
     p.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
                    help="reference-free SURE of each plane: one more BM3D run per plane (default: on)")
     return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff,
-                       "estimate": ns.estimate}
+                       "pyramid": ns.pyramid, "estimate": ns.estimate}
 
 
 def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
@@ -246,6 +258,7 @@ COMMANDS: dict[str, Command] = {
     "reference": Command("reference of a field of view -> OME-Zarr: the average of an OME-Zarr's captures (t), "
                          "or a given reference file converted, or none (--policy)", _reference),
     "train": Command("train a Noise2SR (or baseline) model on noisy images", _train),
+    "adopt": Command("check a model trained before and use it as this run's (instead of training)", _adopt),
     "denoise": Command("denoise an image or stack with a trained model", _denoise),
     "bm3d": Command("denoise an image or stack with BM3D (noise estimated from each plane)", _bm3d),
     "evaluate": Command("PSNR/SSIM of images against a reference", _evaluate),

@@ -204,6 +204,9 @@ class DenoiseConfig:
         workflow splits a larger stack into K parts (runs of whole blocks, whole captures for
         the evaluation; `n2sr.io.parts`) and gathers them; None: one job per stack. The output
         does not depend on K.
+    pyramid : Zarr outputs whose plane is larger than this (pixels, either side) get NGFF
+        multiscale levels, each the 2x2 mean of the one above, down to at most this side, so
+        viewers open them at any size (`n2sr.io.pyramid`); 0: level 0 only.
     estimate_draws : reference-free quality estimates of every output plane (`n2sr.estimate`):
         Monte-Carlo SURE (one extra pass) and the Theorem-1 held-out loss averaged over this
         many random sub-samplings or masks (each a pass at half size for Noise2SR, full size for
@@ -223,6 +226,7 @@ class DenoiseConfig:
     device: str = "auto"
     precision: Precision = "auto"
     part_size: int | None = None
+    pyramid: int = 1024
     estimate_draws: int = 4
 
     def __post_init__(self) -> None:
@@ -247,3 +251,5 @@ class DenoiseConfig:
             raise ValueError(f"estimate_draws must be >= 0, got {self.estimate_draws}")
         if self.part_size is not None and self.part_size < 1:
             raise ValueError(f"part_size must be >= 1 (pixels) or None, got {self.part_size}")
+        if self.pyramid != 0 and self.pyramid < 16:
+            raise ValueError(f"pyramid must be 0 (none) or >= 16 (pixels), got {self.pyramid}")

@@ -261,6 +261,7 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
     work = copy_run(baseline, tmp_path / "scattered")
     config = yaml.safe_load((work / "config.yaml").read_text())
     config["denoise"]["part_size"] = 128 * 128 * 4 // 3 + 1  # 4 planes of 128x128 in 3 parts
+    config["resources"]["denoise"]["gpu"] = 1  # asked by the parts, not by the gather (no GPU needed)
     write_config(work, config)
     # the single job's denoised outputs and scores, so none is there before the gather; the run
     # stops at the scores (the reports stay the copied ones: summaries take seconds per job)
@@ -287,6 +288,8 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
 
     second = snakemake(work, *scores, *ARGS)
     assert second.returncode == 0, second.stdout
+    assert [r["gpu"] for r in job_resources(first.stdout, "denoise_part")] == ["1"] * 3, first.stdout
+    assert [r["gpu"] for r in job_resources(second.stdout, "denoise")] == ["0"], second.stdout
     run2 = jobs_run(second.stdout)
     assert [w for r, w in run2 if r.startswith("denoise_")] == ["method=n2sr, configuration=demo, fov=2, k=3, K=3"], run2
     final = work / DENOISED
@@ -297,3 +300,43 @@ def test_scattered_stack_killed_part_is_redone_alone_and_output_equals_one_job(b
     shutil.rmtree(work / "results/reports/partial")  # the failed first run's partial summary (config/README.md)
     compared = assert_same_outputs(baseline / "results", work / "results")
     assert {DENOISED[len("results/"):], "denoised/n2sr/demo/2.tif", *(c[len("results/"):] for c in scores)} <= set(compared)
+
+
+def test_a_model_trained_before_replaces_training_and_a_mismatch_is_named(baseline, tmp_path):
+    """config models: a second run with only the test FOV reuses the baseline's models folder. It
+    trains nothing, leaves the reused checkpoint untouched, records its sha256, and denoises bit
+    for bit as the run that trained it. A checkpoint that does not fit the config (another
+    normalisation) fails its adopt job with one line naming the file; the rest still completes."""
+    import hashlib
+    import json
+
+    import yaml
+
+    from n2sr.io import omezarr
+
+    models = baseline / "results/models/demo"
+    stamp = (models / "model.pt").stat().st_mtime_ns
+    work = make_work(tmp_path / "reuse")
+    write_sheet(work / "samples.tsv", [("demo", "2", "archive/2.tif", "archive/2_ref.tif", "test")])
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["models"] = {"demo": str(models)}
+    write_config(work, config)
+    run = snakemake(work, *ARGS)
+    assert run.returncode == 0, run.stdout
+    rules = [r for r, _ in jobs_run(run.stdout)]
+    assert "adopt" in rules and "train" not in rules, rules
+    assert (models / "model.pt").stat().st_mtime_ns == stamp and not (work / "results/models/demo/model.pt").exists()
+    record = json.loads((work / "results/models/demo/adopted.json").read_text())
+    assert record["sha256"] == hashlib.sha256((models / "model.pt").read_bytes()).hexdigest()
+    assert omezarr.read_attrs(work / DENOISED)["model_sha256"] == record["sha256"]
+    assert np.array_equal(zarr_array(work / DENOISED), zarr_array(baseline / DENOISED))
+
+    config["train"]["normalization"] = "meanstd"  # the reused model was trained with range
+    write_config(work, config)
+    shutil.rmtree(work / "results")
+    bad = snakemake(work, *ARGS, "--keep-going")
+    assert bad.returncode != 0
+    line = (work / "logs/adopt/demo.log").read_text().strip().splitlines()[-1]
+    assert line == (f"n2sr: error: {models / 'model.pt'}: was trained with normalization range; this run's "
+                    "train.normalization is meanstd: set it to match or retrain"), line
+    assert (work / "results/metrics/noisy/demo/2.csv").is_file()  # what needs no model still ran

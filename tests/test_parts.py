@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 from n2sr.cli import main
 from n2sr.io import omezarr, parts
@@ -18,7 +19,8 @@ TINY = ["--iterations", "2", "--batch-size", "2", "--patch-size", "32", "--featu
         "--unet-out-channels", "8", "--sr-channels", "8", "--val-every", "1", "--precision", "fp32", "--device", "cpu"]
 # block_size 111: two 64x96 planes per block (111**2 // (64 * 96) = 2), so a part boundary inside
 # a block would change which planes share a forward pass (oneDNN's results depend on the batch).
-DENOISE = ["--block-size", "111", "--precision", "fp32", "--device", "cpu"]
+# pyramid 32: multiscale levels, written by the gather of a scattered job (64x96 -> 32x48 -> 16x24).
+DENOISE = ["--block-size", "111", "--precision", "fp32", "--device", "cpu", "--pyramid", "32"]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,8 @@ def denoise(d: Path, out: str, *extra: str) -> int:
 
 
 def chunk_files(zarr: Path) -> dict[str, bytes]:
-    """The stored chunks of array 0 (its metadata aside), by key."""
-    return {p.relative_to(zarr).as_posix(): p.read_bytes() for p in sorted((zarr / "0").rglob("*"))
+    """The stored chunks of every array (every multiscale level; metadata aside), by key."""
+    return {p.relative_to(zarr).as_posix(): p.read_bytes() for p in sorted(zarr.rglob("*"))
             if p.is_file() and p.name != "zarr.json"}
 
 
@@ -61,10 +63,14 @@ def test_four_parts_give_the_bytes_of_one_job(stack):
         one, four = d / f"one{name}.zarr", d / f"four{name}.zarr"
         np.testing.assert_array_equal(omezarr.open_image(one)[...], omezarr.open_image(four)[...])
         assert chunk_files(one) == chunk_files(four) != {}, name  # the same compressed bytes, chunk by chunk
+        levels = [d["path"] for d in zarr.open_group(four, mode="r").attrs["ome"]["multiscales"][0]["datasets"]]
+        assert levels == (["0", "1", "2"] if name == "" else ["0", "1", "2", "3"]), levels
     np.testing.assert_array_equal(tifffile.imread(d / "one.tif"), tifffile.imread(d / "four.tif"))
     attrs, single = omezarr.read_attrs(d / "four.zarr"), omezarr.read_attrs(d / "one.zarr")
     assert [r["blocks"] for r in attrs["parts"]] == [[0, 1], [1, 2], [2, 3], [3, 4]]
-    assert {k: v for k, v in attrs.items() if k != "parts"} == single
+    # a scattered stack gets no reference-free estimates (its gather job has no accelerator)
+    assert "estimates" not in attrs and "estimates" in single
+    assert {k: v for k, v in attrs.items() if k != "parts"} == {k: v for k, v in single.items() if k != "estimates"}
     assert not parts.folder(d / "four.zarr").exists()  # gather leaves nothing behind
 
     ref = ["evaluate", "--reference", str(d / "ref.tif"), str(d / "one.zarr"), "--data-range", "255"]

@@ -6,10 +6,13 @@ there would find the checkout's results/ and have nothing left to do."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -336,8 +339,30 @@ def test_pipeline_end_to_end(tmp_path):
     assert list(table.columns) == ["configuration", "convention", "n", "noisy", *METHODS]
     assert table.loc[0, "n"] == 2 and table.loc[0, "convention"] == "fixed"
 
+    # run.json traces the tables to what made them (config/README.md, "The run manifest")
+    manifest = json.loads((results / "reports/run.json").read_text())
+    assert manifest["versions"]["n2sr"] and manifest["config"]["methods"] == list(METHODS)
+    assert [(s["configuration"], s["fov"]) for s in manifest["samples"]] == [("demo", "1"), ("demo", "2")]
+    trained = {Path(m["path"]).parent.name: m for m in manifest["models"]}
+    assert set(trained) == {"demo", "n2v", "n2s", "n2n"}, trained
+    model = results / "models/demo/model.pt"
+    assert trained["demo"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert trained["demo"]["steps"] == 150 and trained["demo"]["best_val_loss"] > 0
+    by_rule = manifest["jobs_by_rule"]
+    assert by_rule["train"]["jobs"] == 4 and by_rule["denoise"]["jobs"] == len(METHODS), by_rule
+    assert by_rule["ingest"]["jobs"] == 2 and by_rule["evaluate"]["jobs"] == len(METHODS) + 1, by_rule
+    for job in manifest["jobs"]:
+        assert job["seconds"] > 0 and job["max_rss_mb"] > 0, job
+
     rerun = snakemake(work, "-n", "--configfile", "config.yaml")
     assert "Nothing to be done" in rerun.stdout, rerun.stdout
+
+    # the HTML report the catalog file promises (`report: true`), from a folder that needs quoting
+    made = snakemake(work, "--configfile", "config.yaml", "--report", "report.zip")
+    assert made.returncode == 0, made.stdout
+    with zipfile.ZipFile(work / "report.zip") as z:
+        names = {Path(n).name for n in z.namelist()}
+    assert {"report.html", "summary.csv", "table.csv", "curve.png"} <= names, names
 
 
 @pytest.mark.slow

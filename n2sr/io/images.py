@@ -25,6 +25,7 @@ from PIL import Image
 from n2sr.errors import InputError
 from n2sr.io import omezarr
 from n2sr.io.atomic import atomic_path
+from n2sr.io.pyramid import add_levels
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
@@ -295,12 +296,14 @@ def open_zarr_array(path: str | os.PathLike[str]) -> zarr.Array:
     return node
 
 
-def write_image(path: str | os.PathLike[str], arr: np.ndarray, *, attrs: dict[str, Any] | None = None) -> Path:
+def write_image(path: str | os.PathLike[str], arr: np.ndarray, *, attrs: dict[str, Any] | None = None,
+                pyramid: int = 0) -> Path:
     """Write `arr` atomically as TIFF or OME-Zarr, chosen by the extension.
 
     `arr` is ``(y, x)``, ``(t, y, x)`` or ``(t, c, z, y, x)`` (`omezarr.canonical_shape`). TIFFs are
     ImageJ hyperstacks (axes ``TZCYX``, ImageJ's order) when the dtype allows, so Fiji opens
     them; `attrs` go to the ImageJ ``Info`` field (JSON) or the OME-Zarr ``n2sr`` attributes.
+    A Zarr whose plane side exceeds `pyramid` also gets multiscale levels (`n2sr.io.pyramid`).
     """
     path = Path(path)
     arr = np.asarray(arr)
@@ -313,6 +316,7 @@ def write_image(path: str | os.PathLike[str], arr: np.ndarray, *, attrs: dict[st
             _write_tiff(tmp, arr, attrs or {})
         else:
             omezarr.create_image(tmp, shape5, arr.dtype, attrs=attrs)[...] = arr.reshape(shape5)
+            add_levels(tmp, pyramid)
     return path
 
 

@@ -122,13 +122,16 @@ def reference_names(references: Mapping[str, Any]) -> list[tuple[str, str, str]]
 
 
 def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
-               produced: Iterable[str | os.PathLike[str]] = (), policy: str = "auto") -> pd.DataFrame:
+               produced: Iterable[str | os.PathLike[str]] = (), adopted: Iterable[str] = (),
+               policy: str = "auto") -> pd.DataFrame:
     """Validate rows against the sample schema and the file system; return the table.
 
     `produced` are folders the pipeline itself creates (the synthetic archive): paths inside
-    them need not exist yet. `policy` is the reference policy of rows that leave it empty.
-    The table is indexed by (configuration, fov).
+    them need not exist yet. `adopted` configurations reuse a model trained before (config
+    ``models``), so they need no train FOV. `policy` is the reference policy of rows that
+    leave it empty. The table is indexed by (configuration, fov).
     """
+    adopted = set(adopted)
     if not rows:
         raise SampleError("no samples: the sheet or the archive selection is empty")
     produced = [os.path.abspath(p) for p in produced]
@@ -161,9 +164,10 @@ def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
         records.append(record)
     table = pd.DataFrame.from_records(records, columns=list(COLUMNS))
     for configuration, part in table.groupby("configuration", sort=False):
-        if part["split"].isin(TEST_SPLITS).any() and not part["split"].isin(TRAIN_SPLITS).any():
+        if (part["split"].isin(TEST_SPLITS).any() and not part["split"].isin(TRAIN_SPLITS).any()
+                and configuration not in adopted):
             raise SampleError(f"configuration {configuration} has test FOVs but no FOV with split train or both, "
-                              "so no model can be trained for it")
+                              "so no model can be trained for it (or name one trained before in config models)")
     return table.set_index(["configuration", "fov"], drop=False).sort_index()
 
 
@@ -180,7 +184,8 @@ def sample_table(config: Mapping[str, Any], schema: Mapping[str, Any]) -> pd.Dat
         raise SampleError("config: set exactly one of 'samples' (a TSV sheet) and 'archive' (FMD-style discovery); "
                           f"got samples={sheet!r}, archive={'set' if archive else None}")
     rows = read_sheet(sheet) if sheet is not None else discover(archive)
-    return check_rows(rows, schema, produced=[synthetic["root"]] if synthetic else [], policy=policy)
+    return check_rows(rows, schema, produced=[synthetic["root"]] if synthetic else [],
+                      adopted=config.get("models") or {}, policy=policy)
 
 
 def _check_path(label: str, column: str, path: str) -> None:

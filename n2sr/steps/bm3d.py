@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from n2sr.bm3d import bm3d_denoise
+from n2sr.config import DenoiseConfig
 from n2sr.estimate import black_box_sure, noise_variance, record
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
@@ -23,9 +24,10 @@ from n2sr.noise import estimate_poisson_gaussian
 
 def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
          captures: Sequence[int] | None = None, tiff: str | os.PathLike[str] | None = None,
-         estimate: bool = True) -> None:
-    """`estimate`: also the Monte-Carlo SURE of every plane's output (`n2sr.estimate`), one
-    more BM3D run per plane on the perturbed input, under the plane's fitted noise model."""
+         pyramid: int = DenoiseConfig.pyramid, estimate: bool = True) -> None:
+    """`pyramid`: as `denoise.pyramid` (multiscale levels of a large Zarr output). `estimate`: also
+    the Monte-Carlo SURE of every plane's output (`n2sr.estimate`), one more BM3D run per plane
+    on the perturbed input, under the plane's fitted noise model."""
     check_outputs([input], [output, tiff])
     selection = select(input, captures)
     stack = selection.read()
@@ -38,7 +40,7 @@ def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     attrs = {"source": str(selection.path), "captures": selection.captures, "method": "bm3d",
              "noise": "blind Poisson-Gaussian + GAT", "versions": versions(),
              **({"estimates": estimates} if estimate else {})}
-    write_image(output, denoised, attrs=attrs)
+    write_image(output, denoised, attrs=attrs, pyramid=pyramid)
     if tiff:
         write_image(tiff, denoised, attrs=attrs)
 

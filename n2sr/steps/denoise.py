@@ -24,6 +24,7 @@ from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
+from n2sr.io.pyramid import add_levels
 from n2sr.nn.decorrelate import Decorrelated
 from n2sr.nn.device import set_threads
 from n2sr.nn.inference import Engine, as_dtype
@@ -76,17 +77,19 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     if stage is not None and stage.kind == "prepare":
         _prepare(output, outputs, selection, dtype, cfg, stage)
         return
+    if stage is not None and stage.kind == "gather":
+        _gather(output, outputs, attrs, stage, tiff, cfg.pyramid)
+        return
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
     runner = engine if stride == 2 else Decorrelated(engine, stride)  # the checkpoint's stride, honoured
-    context = engine.overlap if stride == 2 else runner.context
+    context = runner.context
     attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
     fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
+    # Reference-free estimates of every plane (n2sr.nn.probe); not for a scattered stack, whose
+    # gather job has no accelerator and whose parts hold blocks, not planes.
     estimates = (lambda array: _estimates(runner, selection, _reader(array, selection.shape, dtype), ckpt, stride,
                                           cfg.estimate_draws)) if cfg.estimate_draws else None
-    if stage is not None and stage.kind == "gather":  # after the parts: the estimates of the whole output
-        _gather(output, outputs, attrs, stage, tiff, estimates)
-        return
     stream = dict(context=context, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)
     if stage is not None:  # one part, into the prepared outputs; its marker last
         dst, *sr_dst = parts.open_partials(output, outputs, stage)
@@ -110,6 +113,8 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
             if estimates is not None:
                 attrs["estimates"] = estimates(dst)
                 omezarr.write_attrs(tmps[0], attrs)
+            for tmp in tmps:
+                add_levels(tmp, cfg.pyramid)
         if tiff:
             export_tiff(output, tiff)
         return
@@ -118,10 +123,10 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         attrs["estimates"] = estimates(denoised)
     if dtype != np.float32:
         denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
-    write_image(output, denoised, attrs=attrs)
+    write_image(output, denoised, attrs=attrs, pyramid=cfg.pyramid)
     if sr is not None:  # the estimates are the output's, as on the streamed path
         write_image(sr, sr_arr, attrs={**{k: v for k, v in attrs.items() if k != "estimates"},
-                                       "kind": "2x super-resolution"})
+                                       "kind": "2x super-resolution"}, pyramid=cfg.pyramid)
     if tiff:
         write_image(tiff, denoised, attrs=attrs)
 
@@ -165,20 +170,18 @@ def _prepare(output: Path | str, outputs: list[Path], selection, dtype: np.dtype
 
 
 def _gather(output: Path | str, outputs: list[Path], attrs: dict, stage: parts.Stage,
-            tiff: str | os.PathLike[str] | None, estimates: Callable | None = None) -> None:
-    """Every part done: the final provenance (with the `estimates` of the gathered output), then
-    the outputs renamed into place, all or none."""
+            tiff: str | os.PathLike[str] | None, pyramid: int) -> None:
+    """Every part done: the final provenance and the multiscale levels (out of core), then the
+    outputs renamed into place, all or none."""
     records = parts.records(output, stage.count)
-    if estimates is not None:
-        attrs["estimates"] = estimates(omezarr.open_image(parts.partial(output, outputs[0])))
     for key in ("attempt", "tile_size", "overlap_pixels"):
         values = [r[key] for r in records]
         attrs[key] = values[0] if len(set(values)) == 1 else values
     attrs["parts"] = records
     kinds = [{}, {"kind": "2x super-resolution"}]
     for p, kind in zip(outputs, kinds):
-        own = attrs if not kind else {k: v for k, v in attrs.items() if k != "estimates"}
-        omezarr.write_attrs(parts.partial(output, p), {**own, **kind})
+        omezarr.write_attrs(parts.partial(output, p), {**attrs, **kind})
+        add_levels(parts.partial(output, p), pyramid)
     with _atomic_all(outputs) as tmps:
         for p, tmp in zip(outputs, tmps):
             os.replace(parts.partial(output, p), tmp)

@@ -1,3 +1,5 @@
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -90,7 +92,7 @@ UNET_BASELINES = "n2v|n2s|n2n"  # regex for the {method} wildcard of the baselin
 
 def _one_of(names) -> str:
     """Regex matching exactly these names, so a wildcard never spans a '/' or a suffix."""
-    return "|".join(map(re.escape, sorted(set(names))))
+    return "|".join(map(re.escape, sorted(set(names)))) or "(?!)"  # no names: matches nothing
 
 
 wildcard_constraints:
@@ -186,7 +188,8 @@ def train_options(method: str) -> str:
     """`n2sr train` options of `method`: the shared training settings and the method's own
     (config section `n2v`, `n2s` or `n2n`, options `--n2v-box`, ...)."""
     own = {f"{method}_{key}": value for key, value in config.get(method, {}).items()}
-    return cli_options({"method": method, "captures": config["train_captures"], **config["train"], **own})
+    train = {k: v for k, v in config["train"].items() if k != "retrain"}  # the workflow's, not n2sr train's
+    return cli_options({"method": method, "captures": config["train_captures"], **train, **own})
 
 
 def denoised(wildcards) -> str:
@@ -260,8 +263,71 @@ def gather_option(kind: str):
     return option
 
 
+def denoise_gpus(wildcards) -> int:
+    """GPUs of the denoise rule: none when it only gathers a scattered stack's parts (no network runs)."""
+    return 0 if stack_parts(wildcards, "denoise") > 1 else config["resources"]["denoise"]["gpu"]
+
+
+def adopted_models() -> dict[tuple[str, str], str]:
+    """(configuration, method) -> the checkpoint trained before that this run uses instead of
+    training (config `models`: a model.pt, or a folder laid out like results/models/<configuration>)."""
+    found = {}
+    for configuration, path in (config.get("models") or {}).items():
+        key = f"config models.{configuration}"
+        if configuration not in CONFIGURATIONS:
+            raise ConfigError(f"{key}: no such configuration in the samples (they are {', '.join(CONFIGURATIONS)})")
+        if os.path.isdir(path):
+            for method in TRAINED:
+                candidate = os.path.join(path, *([] if method == "n2sr" else [method]), "model.pt")
+                if os.path.isfile(candidate):
+                    found[(configuration, method)] = candidate
+            if not any(c == configuration for c, _ in found):
+                raise ConfigError(f"{key}: folder {path} holds no model.pt (nor <method>/model.pt) of {', '.join(TRAINED)}")
+        elif os.path.isfile(path):
+            found[(configuration, "n2sr")] = path
+        else:
+            raise ConfigError(f"{key}: {path} does not exist; give a model.pt or a folder holding one")
+        part = samples[samples["configuration"] == configuration]
+        untrainable = [m for m in TRAINED if (configuration, m) not in found]
+        if untrainable and not part["split"].isin(TRAIN_SPLITS).any():
+            raise ConfigError(f"{key}: no model of {', '.join(untrainable)} there, and configuration {configuration} "
+                              "has no train FOVs to train one")
+    return found
+
+
+ADOPTED = adopted_models()
+
+
+def frozen_configurations() -> set[str]:
+    """With train.retrain: never, the configurations whose trained models all exist: no rule
+    produces their models any more, so nothing (new train FOVs, other settings) retrains them."""
+    if config["train"]["retrain"] != "never":
+        return set()
+    return {c for c in CONFIGURATIONS
+            if all(os.path.isfile(os.path.join(model_dir(m).format(configuration=c), "model.pt"))
+                   for m in TRAINED if (c, m) not in ADOPTED)}
+
+
+TRAINABLE = [c for c in CONFIGURATIONS if c not in frozen_configurations()]
+
+
 def model_of(wildcards) -> str:
-    return os.path.join(model_dir(wildcards.method).format(configuration=wildcards.configuration), "model.pt")
+    """The model a denoise job uses: the one trained before (config models), else this run's."""
+    method = getattr(wildcards, "method", "n2sr")
+    adopted = ADOPTED.get((wildcards.configuration, method))
+    return adopted or os.path.join(model_dir(method).format(configuration=wildcards.configuration), "model.pt")
+
+
+def adoption_record(wildcards) -> list[str]:
+    """The check of a model trained before (adopted.json), which must pass before it denoises."""
+    method = getattr(wildcards, "method", "n2sr")
+    if (wildcards.configuration, method) not in ADOPTED:
+        return []
+    return [os.path.join(model_dir(method).format(configuration=wildcards.configuration), "adopted.json")]
+
+
+def adopted_checkpoint(wildcards) -> str:
+    return ADOPTED[(wildcards.configuration, getattr(wildcards, "method", "n2sr"))]
 
 
 def companions(wildcards) -> str:
@@ -376,11 +442,25 @@ def crops_capture() -> int:
     return (config["test_captures"] or [0])[0]
 
 
+def model_records() -> list[str]:
+    """Every model this run uses: model.pt of a trained one, adopted.json of one trained before."""
+    return [f"{model_dir(m).format(configuration=c)}/{'adopted.json' if (c, m) in ADOPTED else 'model.pt'}"
+            for c in CONFIGURATIONS for m in TRAINED]
+
+
+def bench(rule: str, wildcards: str) -> str:
+    """The Snakemake benchmark file of a job (wall time, peak memory; gathered into run.json)."""
+    return f"{BENCHMARKS}/{rule}/{wildcards}.tsv"
+
+
+BENCHMARKS = "results/benchmarks"
+
+
 def get_final_output() -> list[str]:
     """Reports when there is something to test; models (with their curves) of every trained
     method for every configuration."""
     models = [f"{model_dir(m).format(configuration=c)}/{name}" for m in TRAINED for c in CONFIGURATIONS
-              for name in ("model.pt", "curve.png")]
+              for name in (("adopted.json",) if (c, m) in ADOPTED else ("model.pt", "curve.png"))]
     reports = ["results/reports/summary.csv", "results/reports/table.csv", "results/reports/table_fixed.csv",
                *configuration_summaries(), *estimate_figures(), *crops_figures()]
-    return models + (reports if len(TEST) else [])
+    return models + (reports if len(TEST) else []) + ["results/reports/run.json"]

@@ -9,6 +9,8 @@ rule evaluate_noisy:
         "results/metrics/noisy/{configuration}/{fov}.csv",
     log:
         "logs/evaluate/noisy/{configuration}/{fov}.log",
+    benchmark:
+        bench("evaluate", "noisy/{configuration}/{fov}")
     conda:
         N2SR_ENV
     params:
@@ -30,6 +32,8 @@ rule evaluate:
         "results/metrics/{method}/{configuration}/{fov}.csv",
     log:
         "logs/evaluate/{method}/{configuration}/{fov}.log",
+    benchmark:
+        bench("evaluate", "{method}/{configuration}/{fov}")
     conda:
         N2SR_ENV
     params:
@@ -51,6 +55,8 @@ rule evaluate_part:
         temp(scatter.marker("results/metrics/{method}/{configuration}/{fov}.csv", "{k}", "{K}", ".csv")),
     log:
         "logs/evaluate_part/{method}/{configuration}/{fov}.{k}-of-{K}.log",
+    benchmark:
+        bench("evaluate_part", "{method}/{configuration}/{fov}.{k}-of-{K}")
     wildcard_constraints:
         method=_one_of(["noisy", *METHODS]),
         k=r"\d+",

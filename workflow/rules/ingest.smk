@@ -10,6 +10,8 @@ if PART_SIZE:
             directory("results/ingest/{configuration}/{fov}.zarr"),
         log:
             "logs/ingest/{configuration}/{fov}.log",
+        benchmark:
+            bench("ingest", "{configuration}/{fov}")
         conda:
             N2SR_ENV
         params:
@@ -26,6 +28,8 @@ else:
             directory("results/ingest/{configuration}/{fov}.zarr"),
         log:
             "logs/ingest/{configuration}/{fov}.log",
+        benchmark:
+            bench("ingest", "{configuration}/{fov}")
         conda:
             N2SR_ENV
         params:

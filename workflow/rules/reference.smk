@@ -5,6 +5,8 @@ rule reference:
         directory("results/reference/{configuration}/{fov}.zarr"),
     log:
         "logs/reference/{configuration}/{fov}.log",
+    benchmark:
+        bench("reference", "{configuration}/{fov}")
     conda:
         N2SR_ENV
     params:

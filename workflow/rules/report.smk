@@ -22,6 +22,8 @@ rule summarize:
                    for p in estimate_figures()],
     log:
         "logs/summarize/summarize.log",
+    benchmark:
+        bench("summarize", "summarize")
     conda:
         N2SR_ENV
     params:
@@ -43,6 +45,8 @@ rule crops:
         ),
     log:
         "logs/crops/{configuration}.log",
+    benchmark:
+        bench("crops", "{configuration}")
     conda:
         N2SR_ENV
     params:
@@ -52,3 +56,20 @@ rule crops:
     shell:
         "n2sr crops --reference {input.reference:q} {input.images:q} --methods {params.methods:q}"
         " --capture {params.capture} --title {params.title:q} --out {output:q} > {log:q} 2>&1"
+
+
+# run.json: versions, config and its hash, samples, models, and every job's wall time and peak
+# memory (the benchmark files); written last, after every other output of the run.
+rule manifest:
+    input:
+        done=[f for f in get_final_output() if f != "results/reports/run.json"],
+        models=model_records(),
+    output:
+        "results/reports/run.json",
+    params:
+        config_sha256=lambda wildcards: hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
+    localrule: True
+    run:
+        from n2sr.steps.manifest import manifest
+
+        manifest(output[0], config=config, samples=samples, models=input.models, benchmarks=BENCHMARKS)

@@ -12,6 +12,10 @@ rule train:
         ),
     log:
         "logs/train/{configuration}.log",
+    benchmark:
+        bench("train", "{configuration}")
+    wildcard_constraints:
+        configuration=_one_of(TRAINABLE),  # not a frozen one (train.retrain: never)
     conda:
         N2SR_ENV
     params:
@@ -42,5 +46,37 @@ use rule train as train_baseline with:
         ),
     log:
         "logs/train/{configuration}/{method}.log",
+    benchmark:
+        bench("train", "{configuration}/{method}")
     params:
         options=lambda wildcards: train_options(wildcards.method),
+
+
+# A model trained before (config models) replaces training: its check (n2sr adopt) writes
+# adopted.json, which the denoise jobs wait for; they read the checkpoint where it lies.
+rule adopt:
+    input:
+        adopted_checkpoint,
+    output:
+        "results/models/{configuration}/adopted.json",
+    log:
+        "logs/adopt/{configuration}.log",
+    benchmark:
+        bench("adopt", "{configuration}")
+    conda:
+        N2SR_ENV
+    params:
+        method=lambda wildcards: getattr(wildcards, "method", "n2sr"),
+        normalization=config["train"]["normalization"],
+    shell:
+        "n2sr adopt {input:q} --out {output:q} --method {params.method} --normalization {params.normalization:q}"
+        " > {log:q} 2>&1"
+
+
+use rule adopt as adopt_baseline with:
+    output:
+        f"results/models/{{configuration}}/{{method,{UNET_BASELINES}}}/adopted.json",
+    log:
+        "logs/adopt/{configuration}/{method}.log",
+    benchmark:
+        bench("adopt", "{configuration}/{method}")
