@@ -191,10 +191,13 @@ def slurm_overrides(partition: str) -> list[str]:
 
 
 def submitted_jobs(log: str) -> dict[str, list[str]]:
-    """rule -> SLURM job ids, from the executor's 'submitted with SLURM jobid' lines."""
+    """rule (or ``group_<id>`` for a batch of grouped jobs) -> SLURM job ids, from the
+    executor's 'submitted with SLURM jobid' lines. A group job logs under
+    ``group_<id>_<its rules>`` (the profile's group ids have no underscore)."""
     jobs: dict[str, list[str]] = {}
     for jobid, path in re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)\.?$", log, re.M):
-        rule = next(p[len("rule_"):] for p in Path(path).parts if p.startswith("rule_"))
+        rule = next(p[len("rule_"):] if p.startswith("rule_") else "_".join(p.split("_")[:2])
+                    for p in Path(path).parts if p.startswith(("rule_", "group_")))
         jobs.setdefault(rule, []).append(jobid)
     return jobs
 
@@ -244,12 +247,18 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path, capsys):
                     f"{' (timeout)' if code in (124, 137) else ''}:\n{out[-6000:]}\n{logs[-6000:]}")
 
     # Every job of the DAG went through sbatch (the same rules as the local run), none ran in
-    # the Snakemake process itself.
+    # the Snakemake process itself but `all` and the run manifest (a local rule); the profile's
+    # groups batch the small per-FOV jobs: one SLURM job for both FOVs' ingests, one for the
+    # reference, one for all scores.
     jobs = submitted_jobs(out)
-    local_rules = set(re.findall(r"^(?:local)?rule (\w+):$", local_out, re.M)) - {"all"}
+    local_rules = set(re.findall(r"^(?:local)?rule (\w+):$", local_out, re.M)) - {"all", "manifest"}
     assert {"train", "denoise", "evaluate", "summarize"} <= local_rules, local_out[-3000:]
-    assert set(jobs) == local_rules | {"denoise_prepare", "denoise_part", "evaluate_part"}, out[-5000:]
-    assert not re.search(r"^localrule (?!all:)", out, re.M), out[-5000:]
+    grouped = {"ingest": "group_ingest", "reference": "group_reference", "evaluate_noisy": "group_evaluate",
+               "evaluate": "group_evaluate"}
+    expected = {grouped.get(r, r) for r in local_rules} | {"denoise_prepare", "denoise_part", "evaluate_part"}
+    assert set(jobs) == expected, out[-5000:]
+    assert len(jobs["group_ingest"]) == len(jobs["group_reference"]) == len(jobs["group_evaluate"]) == 1, jobs
+    assert not re.search(r"^localrule (?!all:|manifest:)", out, re.M), out[-5000:]
     # The scattered stack: prepare, 3 parts and the gathering denoise job; 3 evaluation parts per image.
     assert (len(jobs["denoise_prepare"]), len(jobs["denoise_part"]), len(jobs["evaluate_part"])) == (1, PARTS, 2 * PARTS)
     for part in map(scontrol_job, jobs["denoise_part"]):
@@ -274,9 +283,11 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path, capsys):
     assert mem_mb(train["MinMemoryNode"]) == config["train"]["mem_mb"], train
     assert mem_mb(denoise["MinMemoryNode"]) == config["denoise"]["mem_mb"], denoise
     assert train["TimeLimit"] == f"00:{config['train']['runtime']:02d}:00", train
-    # A rule without its own resources gets the profile's default-resources.
-    ingest = scontrol_job(jobs["ingest"][0])
-    assert mem_mb(ingest["MinMemoryNode"]) == profile["default-resources"]["mem_mb"], ingest
+    # A group job (the two FOVs' ingests, side by side) asks for the sum of its members' CPUs and
+    # memory (the profile's set-resources) and their longest runtime (the default-resources').
+    ingest = scontrol_job(jobs["group_ingest"][0])
+    assert int(ingest["NumCPUs"]) == 2, ingest
+    assert mem_mb(ingest["MinMemoryNode"]) == 2 * profile["set-resources"]["ingest"]["mem_mb"], ingest
     assert ingest["TimeLimit"] == f"00:{profile['default-resources']['runtime']:02d}:00", ingest
     # The job step that ran inside that allocation: the train rule with the config's resources.
     train_log = (slurm_work / ".snakemake/slurm_logs/rule_train/demo" / f"{train_id}.log").read_text()

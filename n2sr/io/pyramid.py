@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import dask
-import dask.array as da
 import numpy as np
 import zarr
 
@@ -40,6 +38,9 @@ def add_levels(path: str | os.PathLike[str], max_side: int) -> int:
     n = levels_needed(source.shape, max_side)
     if n == 0:
         return 0
+    import dask  # here: every step writing Zarr imports this module, and dask takes 0.4 s to import
+    import dask.array as da
+
     ome = dict(group.attrs["ome"])
     multiscale = dict(ome["multiscales"][0])
     base = [float(s) for s in multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]]
@@ -68,8 +69,11 @@ def transforms(base: list[float], level: int) -> list[dict[str, Any]]:
     return [{"type": "scale", "scale": scale}, {"type": "translation", "translation": shift}]
 
 
-def _halve(x: da.Array, dtype: np.dtype) -> da.Array:
-    """2x2 means in y and x; an odd side repeats its last row or column; integers rounded half up."""
+def _halve(x: Any, dtype: np.dtype) -> Any:
+    """2x2 means in y and x of a dask array; an odd side repeats its last row or column; integers
+    rounded half up."""
+    import dask.array as da
+
     pad = [(0, 0)] * 3 + [(0, x.shape[3] % 2), (0, x.shape[4] % 2)]
     if any(p[1] for p in pad):
         x = da.pad(x, pad, mode="edge")
