@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from n2sr import __version__
-from n2sr.config import METHOD_CONFIGS, DenoiseConfig, IngestConfig, ModelConfig, TrainConfig
+from n2sr.config import METHOD_CONFIGS, REFERENCE_POLICIES, DenoiseConfig, IngestConfig, ModelConfig, TrainConfig
 from n2sr.errors import InputError
 
 METHODS = ("n2sr", *METHOD_CONFIGS)  # trained methods; n2sr.nn.objectives checks the same names
@@ -141,6 +141,14 @@ def _ingest(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     return lambda ns: {"source": ns.source, "out_zarr": ns.out, "cfg": collect(ns, IngestConfig), "part": ns.part}
 
 
+def _reference(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
+    kwargs = _source_out(p)
+    p.add_argument("--policy", choices=REFERENCE_POLICIES, default="auto",
+                   help="file: SOURCE is a reference file; average: the mean of SOURCE's captures; none: no "
+                        "reference (a marker saying why); auto: file, average of t > 1 captures, else none")
+    return lambda ns: {**kwargs(ns), "policy": ns.policy}
+
+
 def _train(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--method", choices=METHODS, default="n2sr",
@@ -212,13 +220,18 @@ def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
     p.add_argument("--pyramid", type=int, default=DenoiseConfig.pyramid,
                    help="multiscale levels of a Zarr output down to this plane side; 0: none (default: %(default)s)")
+    p.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
+                   help="reference-free SURE of each plane: one more BM3D run per plane (default: on)")
     return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff,
-                       "pyramid": ns.pyramid}
+                       "pyramid": ns.pyramid, "estimate": ns.estimate}
 
 
 def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--reference", type=Path, required=True,
+                   help="the reference, or the marker of none (n2sr reference --policy): then estimates only")
+    p.add_argument("--noisy", type=Path,
+                   help="the noisy input the images were denoised from, for the residual check of the estimates")
     _captures_option(p, "t indices of Zarr inputs to evaluate")
     p.add_argument("--data-range", type=float,
                    help="fixed data range (default: the reference dtype's full scale, where the data can fill it)")
@@ -231,7 +244,7 @@ def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict
     _part_option(p, "runs of whole captures, rows concatenated into --csv by gather/K")
     return lambda ns: {"reference": ns.reference, "images": ns.images, "csv": ns.csv, "data_range": ns.data_range,
                        "bits": ns.bits, "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
-                       "methods": ns.method, "part": ns.part}
+                       "methods": ns.method, "part": ns.part, "noisy": ns.noisy}
 
 
 def _crops(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
@@ -263,7 +276,7 @@ COMMANDS: dict[str, Command] = {
     "add-noise": Command("the paper's synthetic experiment: stored noisy copies of clean references", _add_noise),
     "ingest": Command("raw stack, file or folder series -> OME-Zarr", _ingest),
     "reference": Command("reference of a field of view -> OME-Zarr: the average of an OME-Zarr's captures (t), "
-                         "or a given reference file converted", _source_out),
+                         "or a given reference file converted, or none (--policy)", _reference),
     "train": Command("train a Noise2SR (or baseline) model on noisy images", _train),
     "adopt": Command("check a model trained before and use it as this run's (instead of training)", _adopt),
     "denoise": Command("denoise an image or stack with a trained model", _denoise),
@@ -294,12 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_scores(rows: list[dict]) -> None:
-    print(f"{'method':<10} {'image':<32} {'PSNR':>8} {'SSIM':>7}   {'PSNR*':>8} {'SSIM*':>7}")
+    print(f"{'method':<10} {'image':<32} {'PSNR':>8} {'SSIM':>7}   {'PSNR*':>8} {'SSIM*':>7}   "
+          f"{'estSURE':>8} {'estHeld':>8}")
     for r in rows:
         print(f"{r['method']:<10} {r['image']:<32} {r['psnr']:8.2f} {r['ssim']:7.4f}   "
-              f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}")
+              f"{r['psnr_per_image']:8.2f} {r['ssim_per_image']:7.4f}   "
+              f"{r.get('est_psnr_sure', float('nan')):8.2f} {r.get('est_psnr_held_out', float('nan')):8.2f}")
     print(f"PSNR/SSIM: fixed data range ({rows[0]['data_range']:g}); "
-          "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention)")
+          "PSNR*/SSIM*: per-image range ref.max()-ref.min() (the authors' convention); "
+          "estSURE/estHeld: reference-free PSNR estimates (fixed range; n2sr/estimate.py)")
+    reasons = sorted({r["no_reference"] for r in rows if r.get("no_reference")})
+    if reasons:
+        print("no reference: " + "; ".join(reasons))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,10 @@ from typing import Literal
 
 Precision = Literal["auto", "bf16", "fp32"]
 Recipe = Literal["auto", "authors", "fast"]
+REFERENCE_POLICIES = ("auto", "average", "file", "none")
+"""Where a field of view's reference comes from (`n2sr.steps.reference`): a given file, the
+average of repeated captures, none (reference-free estimates only), or auto (file if given,
+average of t > 1 captures, else none)."""
 MULTIPLE = 32  # 2**5: the U-Net's five 2x2 max-poolings; tiles and blocks start on this grid
 
 
@@ -227,6 +231,10 @@ class DenoiseConfig:
     pyramid : Zarr outputs whose plane is larger than this (pixels, either side) get NGFF
         multiscale levels, each the 2x2 mean of the one above, down to at most this side, so
         viewers open them at any size (`n2sr.io.pyramid`); 0: level 0 only.
+    estimate_draws : reference-free quality estimates of every output plane (`n2sr.estimate`):
+        Monte-Carlo SURE (one extra pass) and the Theorem-1 held-out loss averaged over this
+        many random sub-samplings or masks (each a pass at half size for Noise2SR, full size for
+        N2V/N2S); 0 computes neither. Not computed for a scattered (``part_size``) stack.
     """
 
     tile_size: int | Literal["auto"] = "auto"
@@ -243,6 +251,7 @@ class DenoiseConfig:
     precision: Precision = "auto"
     part_size: int | None = None
     pyramid: int = 1024
+    estimate_draws: int = 4
 
     def __post_init__(self) -> None:
         tile = self.tile_size
@@ -262,6 +271,8 @@ class DenoiseConfig:
             raise ValueError(f"ensemble must be 1 or 8, not {self.ensemble!r}")
         if self.block_size < 1 or self.prefetch < 0 or (self.batch_pixels is not None and self.batch_pixels < 1):
             raise ValueError("block_size and batch_pixels must be >= 1 and prefetch >= 0")
+        if self.estimate_draws < 0:
+            raise ValueError(f"estimate_draws must be >= 0, got {self.estimate_draws}")
         if self.part_size is not None and self.part_size < 1:
             raise ValueError(f"part_size must be >= 1 (pixels) or None, got {self.part_size}")
         if self.pyramid != 0 and self.pyramid < 16:

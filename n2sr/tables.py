@@ -22,6 +22,9 @@ IMAGE_COLUMNS = (*LABELS, *METRICS, "data_range", "data_range_per_image")
 # Where the fixed data range came from: "dtype" (the reference's full scale), "bits" or "data_range"
 # (given); written after IMAGE_COLUMNS when present (CSVs from before it lack it).
 RANGE_SOURCE = "data_range_source"
+NO_REFERENCE = "no_reference"  # why a row has no PSNR/SSIM (empty where a reference exists)
+# Reference-free PSNR estimates summarised beside the true ones (`n2sr.estimate.COLUMNS`).
+ESTIMATES = ("est_psnr_sure", "est_psnr_held_out")
 NOISY = "noisy"  # method name of the unprocessed input: the baseline row of every table
 
 
@@ -81,16 +84,30 @@ def evaluate_images(
     return rows
 
 
+def unscored_rows(names: list[str], *, data_range: float, source: str, reason: str,
+                  labels: Mapping[str, str] | None = None) -> list[dict]:
+    """Rows of planes without a reference: no PSNR/SSIM (NaN), `reason` in ``no_reference``, and
+    the fixed `data_range` the reference-free estimates are read in (`source`: where it came from)."""
+    return [{**(labels or {}), "image": name, **dict.fromkeys(METRICS, np.nan), "data_range": data_range,
+             "data_range_per_image": np.nan, RANGE_SOURCE: source, NO_REFERENCE: reason} for name in names]
+
+
 def summary_table(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1; NaN for n=1) and n per configuration x method.
+    """Mean, sample std (ddof=1; NaN for n=1) and n per configuration x method, of the true
+    scores and (where the rows have them) of the estimated PSNRs, NaN skipped.
 
     Groups keep their order of first appearance, with ``noisy`` first within each
     configuration, so the baseline reads first.
     """
-    grouped = per_image.groupby(["configuration", "method"], sort=False)[list(METRICS)]
+    metrics = [*METRICS, *(c for c in ESTIMATES if c in per_image.columns)]
+    grouped = per_image.groupby(["configuration", "method"], sort=False)[metrics]
     stats = grouped.agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats.insert(0, "n", grouped.size())
+    if NO_REFERENCE in per_image.columns:  # why a group's true scores are missing, where they are
+        reasons = per_image[NO_REFERENCE].fillna("").astype(str)
+        stats[NO_REFERENCE] = reasons.groupby([per_image["configuration"], per_image["method"]], sort=False).agg(
+            lambda r: "; ".join(dict.fromkeys(x for x in r if x)))
     stats = stats.reset_index()
     configs = list(dict.fromkeys(stats["configuration"]))
     order = stats["configuration"].map(configs.index) * 2 + (stats["method"] != NOISY)

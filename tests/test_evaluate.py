@@ -70,8 +70,9 @@ def _per_image_csvs(tmp_path) -> list:
 def test_summarize_statistics_and_files(tmp_path):
     out = tmp_path / "reports"
     summary = summarize(_per_image_csvs(tmp_path), out)
-    assert sorted(p.name for p in out.iterdir()) == ["A_summary.csv", "NA_summary.csv", "summary.csv", "table.csv",
-                                                     "table_fixed.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["A_summary.csv", "NA_summary.csv", "estimates", "summary.csv",
+                                                     "table.csv", "table_fixed.csv"]
+    assert sorted(p.name for p in (out / "estimates").iterdir()) == ["A.png", "NA.png"]  # "no estimate" panels
     assert list(zip(summary.configuration, summary.method)) == [("A", "noisy"), ("A", "n2sr"), ("NA", "noisy")]
     a_noisy = summary.iloc[0]
     assert a_noisy.n == 3

@@ -215,7 +215,7 @@ def test_sheet_rows_get_defaults_and_index(tmp_path):
     sheet = write_sheet(tmp_path, [f"A\t01\t{tmp_path / 'a.tif'}"], header="configuration\tfov\traw")
     t = table(sheet)
     assert t.loc[("A", "01")].to_dict() == {"configuration": "A", "fov": "01", "raw": str(tmp_path / "a.tif"),
-                                            "reference": "", "split": "both"}
+                                            "reference": "", "reference_policy": "auto", "split": "both"}
 
 
 @pytest.mark.parametrize("row, message", [
@@ -350,7 +350,12 @@ def test_pipeline_end_to_end(tmp_path):
     assert sorted(per_image["image"]) == ["2.zarr[0]"] * 6 + ["2.zarr[2]"] * 6
     summary = pd.read_csv(results / "reports/summary.csv").set_index("method")
     assert {"configuration", "n", "psnr_mean", "psnr_std", "ssim_mean", "psnr_per_image_mean"} <= set(summary.columns)
-    print(summary[["psnr_mean", "ssim_mean", "psnr_per_image_mean", "ssim_per_image_mean"]].to_string())
+    print(summary[["psnr_mean", "ssim_mean", "psnr_per_image_mean", "ssim_per_image_mean", "est_psnr_sure_mean",
+                   "est_psnr_held_out_mean"]].to_string())
+    # reference-free estimates beside the true PSNR: SURE for every method and the noisy input,
+    # the Theorem-1 held-out loss for the self-supervised networks
+    assert summary["est_psnr_sure_mean"].notna().all(), summary
+    assert summary.loc[["n2sr", "n2v", "n2s"], "est_psnr_held_out_mean"].notna().all(), summary
     for method in METHODS:
         assert summary.loc[method, "psnr_mean"] > summary.loc["noisy", "psnr_mean"], summary
     table = pd.read_csv(results / "reports/table_fixed.csv", keep_default_na=False)

@@ -11,7 +11,8 @@ import pandas as pd
 from n2sr.errors import InputError
 from n2sr.io.atomic import atomic_path
 from n2sr.io.images import check_exists
-from n2sr.tables import IMAGE_COLUMNS, LABELS, METRICS, RANGE_SOURCE
+from n2sr.estimate import COLUMNS as ESTIMATE_COLUMNS
+from n2sr.tables import IMAGE_COLUMNS, LABELS, METRICS, NO_REFERENCE, RANGE_SOURCE
 
 
 def read_image_csvs(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -19,8 +20,10 @@ def read_image_csvs(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     frames = []
     for path in paths:
         # Labels stay text ("NA" is a fine configuration name); only metric cells may be missing.
-        frame = pd.read_csv(check_exists(path), dtype={c: str for c in LABELS}, keep_default_na=False,
-                            na_values={c: ["", "nan", "NaN"] for c in METRICS})
+        texts = (*LABELS, NO_REFERENCE, "held_out_kind", "residual_flag")
+        numbers = [c for c in (*METRICS, *ESTIMATE_COLUMNS) if c not in texts]
+        frame = pd.read_csv(check_exists(path), dtype={c: str for c in texts}, keep_default_na=False,
+                            na_values={c: ["", "nan", "NaN"] for c in numbers})
         missing = [c for c in (*LABELS, *METRICS) if c not in frame.columns]
         if missing:
             raise InputError(path, f"missing columns {missing}; expected a per-image CSV from `n2sr evaluate`")

@@ -12,6 +12,8 @@ configuration : imaging configuration; one model is trained per configuration
 fov : field of view, unique within its configuration
 raw : noisy captures of the FOV: a stack file or a folder of planes (a capture series)
 reference : a given clean reference file, or "" to average the raw captures
+reference_policy : auto, average, file or none (`n2sr.config.REFERENCE_POLICIES`); empty: the
+    config's ``reference_policy``. A row's value after `sample_table` is never empty.
 split : ``train`` (training only), ``test`` (denoised and scored) or ``both``
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 import jsonschema
 import pandas as pd
 
-COLUMNS = ("configuration", "fov", "raw", "reference", "split")
+COLUMNS = ("configuration", "fov", "raw", "reference", "reference_policy", "split")
 TRAIN_SPLITS = ("train", "both")
 TEST_SPLITS = ("test", "both")
 
@@ -120,12 +122,14 @@ def reference_names(references: Mapping[str, Any]) -> list[tuple[str, str, str]]
 
 
 def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
-               produced: Iterable[str | os.PathLike[str]] = (), adopted: Iterable[str] = ()) -> pd.DataFrame:
+               produced: Iterable[str | os.PathLike[str]] = (), adopted: Iterable[str] = (),
+               policy: str = "auto") -> pd.DataFrame:
     """Validate rows against the sample schema and the file system; return the table.
 
     `produced` are folders the pipeline itself creates (the synthetic archive): paths inside
     them need not exist yet. `adopted` configurations reuse a model trained before (config
-    ``models``), so they need no train FOV. The table is indexed by (configuration, fov).
+    ``models``), so they need no train FOV. `policy` is the reference policy of rows that
+    leave it empty. The table is indexed by (configuration, fov).
     """
     adopted = set(adopted)
     if not rows:
@@ -139,6 +143,9 @@ def check_rows(rows: Sequence[Row], schema: Mapping[str, Any],
             where = f"column {error.path[0]!r}: " if error.path else ""
             raise SampleError(f"{label}: {where}{error.message}")
         record = {**{k: v["default"] for k, v in schema["properties"].items() if "default" in v}, **record}
+        record["reference_policy"] = record.get("reference_policy") or policy
+        if record["reference_policy"] == "file" and not record.get("reference"):
+            raise SampleError(f"{label}: reference_policy file needs a reference file in column reference")
         key = (record["configuration"], record["fov"])
         if key in seen:
             raise SampleError(f"{label}: configuration {key[0]} FOV {key[1]} is already given by {seen[key]}")
@@ -168,16 +175,17 @@ def sample_table(config: Mapping[str, Any], schema: Mapping[str, Any]) -> pd.Dat
     """The checked table for a workflow config: from ``samples`` or ``archive``, exactly one."""
     sheet, archive = config.get("samples"), config.get("archive")
     synthetic = config.get("synthetic")
+    policy = config.get("reference_policy") or "auto"
     if synthetic and synthetic.get("references"):
         if sheet is not None or archive is not None:
             raise SampleError("config: synthetic.references generates the samples; set samples and archive to null")
-        return check_rows(noise_copy_rows(synthetic), schema, produced=[synthetic["root"]])
+        return check_rows(noise_copy_rows(synthetic), schema, produced=[synthetic["root"]], policy=policy)
     if (sheet is None) == (archive is None):
         raise SampleError("config: set exactly one of 'samples' (a TSV sheet) and 'archive' (FMD-style discovery); "
                           f"got samples={sheet!r}, archive={'set' if archive else None}")
     rows = read_sheet(sheet) if sheet is not None else discover(archive)
     return check_rows(rows, schema, produced=[synthetic["root"]] if synthetic else [],
-                      adopted=config.get("models") or {})
+                      adopted=config.get("models") or {}, policy=policy)
 
 
 def _check_path(label: str, column: str, path: str) -> None:

@@ -14,24 +14,42 @@ import numpy as np
 
 from n2sr.bm3d import bm3d_denoise
 from n2sr.config import DenoiseConfig
+from n2sr.estimate import black_box_sure, noise_variance, record
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
+from n2sr.noise import estimate_poisson_gaussian
 
 
 def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
          captures: Sequence[int] | None = None, tiff: str | os.PathLike[str] | None = None,
-         pyramid: int = DenoiseConfig.pyramid) -> None:
-    """`pyramid`: as `denoise.pyramid` (multiscale levels of a large Zarr output)."""
+         pyramid: int = DenoiseConfig.pyramid, estimate: bool = True) -> None:
+    """`pyramid`: as `denoise.pyramid` (multiscale levels of a large Zarr output). `estimate`: also
+    the Monte-Carlo SURE of every plane's output (`n2sr.estimate`), one more BM3D run per plane
+    on the perturbed input, under the plane's fitted noise model."""
     check_outputs([input], [output, tiff])
     selection = select(input, captures)
     stack = selection.read()
     denoised = np.empty(stack.shape, np.float32)
-    for index in np.ndindex(*stack.shape[:-2]):
+    estimates = []
+    for i, index in enumerate(np.ndindex(*stack.shape[:-2])):
         denoised[index] = bm3d_denoise(stack[index])
+        if estimate:
+            estimates.append(_sure(stack[index], denoised[index], seed=i))
     attrs = {"source": str(selection.path), "captures": selection.captures, "method": "bm3d",
-             "noise": "blind Poisson-Gaussian + GAT", "versions": versions()}
+             "noise": "blind Poisson-Gaussian + GAT", "versions": versions(),
+             **({"estimates": estimates} if estimate else {})}
     write_image(output, denoised, attrs=attrs, pyramid=pyramid)
     if tiff:
         write_image(tiff, denoised, attrs=attrs)
+
+
+def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int) -> dict:
+    """SURE of BM3D under the noise model fitted to `plane` (the one BM3D itself uses; a
+    negative gain is BM3D's Gaussian case, as ``a = 0``)."""
+    y = np.asarray(plane, np.float64)
+    model = estimate_poisson_gaussian(y)
+    noise = (max(model.a, 0.0), model.b)
+    energy = float(np.mean(noise_variance(y, model)))
+    return record(model, energy, *black_box_sure(lambda z: bm3d_denoise(z, noise=noise), y, denoised, model, seed))

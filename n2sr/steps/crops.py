@@ -2,7 +2,9 @@
 
 The crop is the window with the most structure in the reference (highest variance), so
 the figure shows edges and fine detail rather than empty background; every panel uses the
-reference's display range, so brightness differences between methods stay visible.
+reference's display range, so brightness differences between methods stay visible. Without a
+reference (its marker, `n2sr.steps.reference.no_reference`) the last panel (a denoised output)
+chooses the window and the first (the noisy input) the display range, and no PSNR is shown.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from n2sr.errors import InputError
 from n2sr.io.atomic import atomic_path
 from n2sr.io.planes import capture_ids, load_planes
 from n2sr.metrics import psnr
+from n2sr.steps.reference import no_reference
 
 
 def crops(reference: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
@@ -24,7 +27,7 @@ def crops(reference: str | os.PathLike[str], images: Sequence[str | os.PathLike[
     """Before/after figure of one capture: each image's plane that came from capture `capture`."""
     if methods and len(methods) != len(images):
         raise ValueError(f"{len(methods)} --methods name(s) for {len(images)} image(s); give one per image or none")
-    ref = load_planes(reference)[0]
+    ref = load_planes(reference)[0] if no_reference(reference) is None else None
     panels = {}
     for i, path in enumerate(images):
         path = Path(path)
@@ -56,13 +59,13 @@ def busiest_window(reference: np.ndarray, size: int) -> tuple[slice, slice]:
     return slice(y, y + size), slice(x, x + size)
 
 
-def crops_figure(reference: np.ndarray, panels: Mapping[str, np.ndarray], out: str | os.PathLike[str], *,
+def crops_figure(reference: np.ndarray | None, panels: Mapping[str, np.ndarray], out: str | os.PathLike[str], *,
                  size: int = 128, data_range: float | None = None, title: str = "") -> None:
     """Write a PNG: the reference crop, then each panel's crop with its PSNR against the reference.
 
     Parameters
     ----------
-    reference : ndarray (Y, X)
+    reference : ndarray (Y, X), or None: no reference panel and no PSNR (see the module docstring)
     panels : mapping name -> ndarray (Y, X), e.g. ``{"noisy": ..., "n2sr": ...}``
     data_range : PSNR data range (default: the reference's max - min, the authors' convention)
     """
@@ -71,16 +74,17 @@ def crops_figure(reference: np.ndarray, panels: Mapping[str, np.ndarray], out: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ref = np.asarray(reference, dtype=np.float64)
+    shown = list(panels.values())
+    ref = np.asarray(reference if reference is not None else shown[-1], dtype=np.float64)
     window = busiest_window(ref, size)
-    lo, hi = np.percentile(ref, [0.5, 99.8])
+    lo, hi = np.percentile(ref if reference is not None else np.asarray(shown[0], np.float64), [0.5, 99.8])
     rng = data_range if data_range is not None else float(ref.max() - ref.min())
-    names = ["reference", *panels]
+    names = ["reference", *panels] if reference is not None else list(panels)
     fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.3), squeeze=False)
     for ax, name in zip(axes[0], names):
         img = ref if name == "reference" else np.asarray(panels[name], dtype=np.float64)
         ax.imshow(img[window], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        label = name if name == "reference" else f"{name}\nPSNR {psnr(ref, img, rng):.2f} dB"
+        label = name if name == "reference" or reference is None else f"{name}\nPSNR {psnr(ref, img, rng):.2f} dB"
         ax.set_title(label, fontsize=9)
         ax.axis("off")
     ys, xs = window

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from n2sr.nn.device import set_threads
 from n2sr.nn.inference import Engine, as_dtype
 from n2sr.nn.model import from_state, receptive_field
 from n2sr.nn.normalize import Normalizer
+from n2sr.nn.probe import plane_estimates
 
 
 def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -85,6 +86,10 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     context = runner.context
     attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
     fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
+    # Reference-free estimates of every plane (n2sr.nn.probe); not for a scattered stack, whose
+    # gather job has no accelerator and whose parts hold blocks, not planes.
+    estimates = (lambda array: _estimates(runner, selection, _reader(array, selection.shape, dtype), ckpt, stride,
+                                          cfg.estimate_draws)) if cfg.estimate_draws else None
     stream = dict(context=context, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)
     if stage is not None:  # one part, into the prepared outputs; its marker last
         dst, *sr_dst = parts.open_partials(output, outputs, stage)
@@ -105,19 +110,45 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
                 sr_dst = omezarr.create_image(tmps[1], _sr_shape(selection.shape), dtype,
                                               attrs={**attrs, "kind": "2x super-resolution"})
             stream_blocks(selection, fn, dst, sr_dst, **stream)
+            if estimates is not None:
+                attrs["estimates"] = estimates(dst)
+                omezarr.write_attrs(tmps[0], attrs)
             for tmp in tmps:
                 add_levels(tmp, cfg.pyramid)
         if tiff:
             export_tiff(output, tiff)
         return
     denoised, sr_arr = runner.denoise_array(selection.read(), return_sr=sr is not None)
+    if estimates is not None:
+        attrs["estimates"] = estimates(denoised)
     if dtype != np.float32:
         denoised, sr_arr = (None if a is None else as_dtype(a, dtype) for a in (denoised, sr_arr))
     write_image(output, denoised, attrs=attrs, pyramid=cfg.pyramid)
-    if sr is not None:
-        write_image(sr, sr_arr, attrs={**attrs, "kind": "2x super-resolution"}, pyramid=cfg.pyramid)
+    if sr is not None:  # the estimates are the output's, as on the streamed path
+        write_image(sr, sr_arr, attrs={**{k: v for k, v in attrs.items() if k != "estimates"},
+                                       "kind": "2x super-resolution"}, pyramid=cfg.pyramid)
     if tiff:
         write_image(tiff, denoised, attrs=attrs)
+
+
+def _reader(array, shape: Sequence[int], dtype: np.dtype) -> Callable[[int], np.ndarray] | None:
+    """Plane `i` (flat over the leading axes) of a float32 output; None for a rounded one."""
+    return (lambda i: np.asarray(array[np.unravel_index(i, tuple(shape[:-2]))])) if dtype == np.float32 else None
+
+
+def _estimates(runner: Engine | Decorrelated, selection, output: Callable[[int], np.ndarray] | None,
+               ckpt: dict, stride: int, draws: int) -> list[dict]:
+    """Reference-free estimates of every selected plane (flat index over the leading axes), from
+    the float output `output(i)` (None: recomputed, as the written output was rounded to integers)."""
+    rows = []
+    for i in range(int(np.prod(selection.shape[:-2]))):
+        noisy = selection[np.unravel_index(i, selection.shape[:-2])]
+        denoised = output(i) if output is not None else runner.denoise_array(noisy.astype(np.float32),
+                                                                           progress=False)[0]
+        rows.append(plane_estimates(runner, noisy, np.asarray(denoised), method=ckpt["method"],
+                                    settings=ckpt.get("method_config"), sr=ckpt["scale"] == 2 and stride == 2,
+                                    draws=draws, seed=i))
+    return rows
 
 
 def _sr_shape(shape: Sequence[int]) -> tuple[int, ...]:

@@ -4,6 +4,12 @@ The source is either the ingested captures (an OME-Zarr with t > 1 or t = 1), av
 given reference file (TIFF/PNG), copied as it is. One command for both, so the workflow's
 rule does not choose between commands.
 
+The reference policy (`n2sr.config.REFERENCE_POLICIES`) says which: ``file`` converts a given
+file, ``average`` averages the captures, ``none`` writes no image but a marker whose attributes say why there is
+no reference (`no_reference` reads it; evaluation then reports reference-free estimates only).
+``auto`` averages only repeated captures (t > 1): a single capture, or a z-stack of one time
+point, is never its own reference, so it gets ``none``.
+
 FMD's ``avg50.png`` is ``floor(mean + 0.5)`` of its 50 captures, cast back to uint8.
 Reproducing that exactly (not ``np.round``, which rounds .5 ties to even and so differs
 on about 1 % of pixels) makes our references bit-identical to the published ones, so
@@ -16,7 +22,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import zarr
 
+from n2sr.config import REFERENCE_POLICIES
 from n2sr.errors import InputError
 from n2sr.io import omezarr, sources
 from n2sr.io.atomic import atomic_path
@@ -30,12 +38,49 @@ def round_half_up(total: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
     return ((2 * total + n) // (2 * n)).astype(dtype)
 
 
-def reference(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> Path:
-    """Write the reference of `source` to `out_zarr`: the average of an OME-Zarr's captures, or a
-    given reference file (TIFF, PNG) converted as it is."""
+def reference(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], policy: str = "auto") -> Path:
+    """Write the reference of `source` to `out_zarr` under `policy` (see the module docstring):
+    a given reference file (TIFF, PNG) converted as it is, the average of an OME-Zarr's
+    captures, or the marker of no reference."""
+    if policy not in REFERENCE_POLICIES:
+        raise ValueError(f"reference policy must be one of {', '.join(REFERENCE_POLICIES)}, not {policy!r}")
     if kind_of(check_exists(source)) != "zarr":
+        if policy not in ("auto", "file"):
+            raise InputError(source, f"is a reference file, but the reference policy is {policy}; "
+                                     "give the ingested captures instead, or policy file")
         return ingest(source, out_zarr)
+    if policy == "file":
+        raise InputError(source, "reference policy file needs a reference file (sheet column reference)")
+    n_t, n_c, n_z = omezarr.open_image(source).shape[:3]
+    if policy == "none":
+        return write_none(source, out_zarr, "reference_policy none")
+    if n_t == 1:
+        why = (f"one capture (t = 1{f', a stack of {n_z} z-planes' if n_z > 1 else ''}) and no reference file: "
+               "averaging would score the image against itself")
+        if policy == "average":
+            raise InputError(source, f"{why}; set reference_policy none (or auto) or give a reference file")
+        return write_none(source, out_zarr, why)
     return average(source, out_zarr)
+
+
+def write_none(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], reason: str) -> Path:
+    """The marker of a field of view without a reference: an OME-Zarr group without an image,
+    its attributes naming the policy and the reason (read by `no_reference`)."""
+    check_outputs([check_exists(source)], [out_zarr])
+    out_path = Path(out_zarr)
+    with atomic_path(out_path) as tmp:
+        zarr.open_group(store=os.fspath(tmp), mode="w-", zarr_format=3,
+                        attributes={"n2sr": {"step": "reference", "reference": "none", "reason": reason,
+                                             "source": str(Path(source).resolve())}})
+    return out_path
+
+
+def no_reference(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` holds no reference (a `write_none` marker), or None for a real reference."""
+    if kind_of(check_exists(path)) != "zarr":
+        return None
+    attrs = omezarr.read_attrs(path)
+    return str(attrs.get("reason", "no reference")) if attrs.get("reference") == "none" else None
 
 
 def average(in_zarr: str | os.PathLike[str], out_zarr: str | os.PathLike[str]) -> Path:

@@ -163,10 +163,19 @@ def ingested(configuration: str, fov: str) -> str:
     return f"results/ingest/{configuration}/{fov}.zarr"
 
 
+def reference_policy(wildcards) -> str:
+    """The FOV's reference policy (sheet column reference_policy, else the config's), with auto
+    resolved to file where a reference file is given; the reference step decides the rest."""
+    row = sample(wildcards)
+    policy = row["reference_policy"]
+    return "file" if policy == "auto" and row["reference"] else policy
+
+
 def reference_source(wildcards) -> str:
-    """The given reference file, or the ingested captures to average."""
+    """The given reference file (policy file), or the ingested captures (to average, or to name
+    in the marker of no reference)."""
     given = sample(wildcards)["reference"]
-    return given or ingested(wildcards.configuration, wildcards.fov)
+    return given if reference_policy(wildcards) == "file" else ingested(wildcards.configuration, wildcards.fov)
 
 
 def train_images(wildcards) -> list[str]:
@@ -431,6 +440,11 @@ def configuration_summaries() -> list[str]:
     return [f"results/reports/{c}_summary.csv" for c in TEST["configuration"].unique()]
 
 
+def estimate_figures() -> list[str]:
+    """Estimated against true PSNR, one figure per configuration (n2sr summarize)."""
+    return [f"results/reports/estimates/{c}.png" for c in TEST["configuration"].unique()]
+
+
 def crops_figures() -> list[str]:
     """One before/after figure per configuration, of its first test FOV."""
     return [f"results/reports/crops/{c}.png" for c in TEST["configuration"].unique()]
@@ -478,5 +492,5 @@ def get_final_output() -> list[str]:
     models = [f"{model_dir(m).format(configuration=c)}/{name}" for m in TRAINED for c in CONFIGURATIONS
               for name in (("adopted.json",) if (c, m) in ADOPTED else ("model.pt", "curve.png"))]
     reports = ["results/reports/summary.csv", "results/reports/table.csv", "results/reports/table_fixed.csv",
-               *configuration_summaries(), *crops_figures()]
+               *configuration_summaries(), *estimate_figures(), *crops_figures()]
     return models + (reports if len(TEST) else []) + ["results/reports/run.json"]

@@ -62,7 +62,8 @@ rule denoise_bm3d:
     conda:
         N2SR_ENV
     params:
-        options=cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"]}),
+        options=cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"],
+                             "estimate": config["denoise"]["estimate_draws"] > 0}),
         outputs=lambda wildcards, output: cli_options({k: v for k, v in output.items() if k != "zarr"}),
     resources:
         mem_mb=scaled_mem("denoise"),

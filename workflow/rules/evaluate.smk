@@ -26,6 +26,7 @@ rule evaluate:
     input:
         reference="results/reference/{configuration}/{fov}.zarr",
         image=denoised,
+        noisy="results/ingest/{configuration}/{fov}.zarr",
         parts=part_inputs("evaluate"),
     output:
         "results/metrics/{method}/{configuration}/{fov}.csv",
@@ -39,8 +40,8 @@ rule evaluate:
         options=cli_options(config["evaluate"]),
         part=gather_option("evaluate"),
     shell:
-        "n2sr evaluate --reference {input.reference:q} {input.image:q} --csv {output:q} --method {wildcards.method}"
-        " --label configuration={wildcards.configuration} --label fov={wildcards.fov}"
+        "n2sr evaluate --reference {input.reference:q} {input.image:q} --noisy {input.noisy:q} --csv {output:q}"
+        " --method {wildcards.method} --label configuration={wildcards.configuration} --label fov={wildcards.fov}"
         " {params.part} {params.options} > {log:q} 2>&1"
 
 
@@ -49,6 +50,7 @@ rule evaluate_part:
         reference="results/reference/{configuration}/{fov}.zarr",
         image=lambda wildcards: (ingested(wildcards.configuration, wildcards.fov) if wildcards.method == "noisy"
                                  else denoised(wildcards)),
+        noisy="results/ingest/{configuration}/{fov}.zarr",
     output:
         temp(scatter.marker("results/metrics/{method}/{configuration}/{fov}.csv", "{k}", "{K}", ".csv")),
     log:
@@ -67,6 +69,6 @@ rule evaluate_part:
         options=lambda wildcards: cli_options({"captures": config["test_captures"] if wildcards.method == "noisy"
                                                else None, **config["evaluate"]}),
     shell:
-        "n2sr evaluate --reference {input.reference:q} {input.image:q} --csv {params.out:q} --method {wildcards.method}"
-        " --label configuration={wildcards.configuration} --label fov={wildcards.fov}"
+        "n2sr evaluate --reference {input.reference:q} {input.image:q} --noisy {input.noisy:q} --csv {params.out:q}"
+        " --method {wildcards.method} --label configuration={wildcards.configuration} --label fov={wildcards.fov}"
         " --part {wildcards.k}/{wildcards.K} {params.options} > {log:q} 2>&1"

@@ -11,5 +11,6 @@ rule reference:
         N2SR_ENV
     params:
         source=reference_source,
+        policy=reference_policy,
     shell:
-        "n2sr reference -- {params.source:q} {output:q} > {log:q} 2>&1"
+        "n2sr reference --policy {params.policy} -- {params.source:q} {output:q} > {log:q} 2>&1"

@@ -18,6 +18,8 @@ rule summarize:
             category="Evaluation",
         ),
         per_configuration=configuration_summaries(),
+        estimates=[report(p, caption="../report/estimates.rst", category="Reference-free estimates")
+                   for p in estimate_figures()],
     log:
         "logs/summarize/summarize.log",
     benchmark:

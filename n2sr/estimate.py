@@ -1,0 +1,258 @@
+"""Reference-free quality estimates: the MSE of a denoised plane without its clean image.
+
+Two estimators, both in the image's intensity units, under the Poisson-Gaussian model
+``Var[y | x] = a x + b`` fitted blind (`n2sr.noise.estimate_poisson_gaussian`):
+
+* `sure`: Monte-Carlo SURE of the final output (Ramani, Blu and Unser 2008, IEEE TIP 17(9)),
+  first-order PG-URE for the Poisson part (Luisier, Blu and Unser 2011; Le Montagner et al.
+  2014). For ``y = x + n``, ``E||f(y) - x||^2 = E||f(y) - y||^2 - E sum v_i + 2 E sum v_i
+  df_i/dy_i`` with ``v_i = a y_i + b`` (exact for Gaussian noise; for the Poisson term
+  ``E[x f(y)] = E[y f(y - a e_i)]`` to first order in `a`). The divergence comes from one extra
+  pass on ``y + eps p`` with a Rademacher probe `p`: ``sum v_i p_i (f(y + eps p) - f(y))_i / eps``.
+  Works for any denoiser, BM3D included, and for the identity (the noisy input itself: the
+  noise energy ``mean(a y + b)``).
+* `held_out`: the paper's Theorem 1. A pixel whose noise the prediction never saw gives
+  ``E (f_i - y_i)^2 = E (f_i - x_i)^2 + Var n_i``; the held-out loss of the complement pixels
+  (Noise2SR's sub-sampler) or of the masked pixels (Noise2Void / Noise2Self) minus the fitted
+  noise energy there estimates the MSE of that path, averaged over several random draws.
+
+Both fail where the noise is not pixel-wise independent (widefield cameras): the network's
+divergence then misses the correlated part, and Theorem 1 no longer holds. `residual_check`
+says when the output's residual does not look like the fitted noise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from n2sr.correlation import estimate_autocorrelation, noise_autocorrelation
+from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian
+
+Z95 = 1.959964  # two-sided 95 % normal quantile: the intervals are mse +- Z95 * se
+PROBE_STEP = 0.05  # finite-difference step of the SURE probe, in units of the noise std
+# The residual y - f(y) should carry the fitted noise: its variance over a f + b within these
+# bounds (below: noise left in the output; above: signal removed) and its lag-1 correlation
+# within RESIDUAL_LAG1 of the noise's own (structure left in the residual).
+RESIDUAL_RATIO = (0.7, 1.3)
+RESIDUAL_LAG1 = 0.1
+# Relative standard error of the blind fit's noise energy mean(a y + b): over 22 real FMD frames
+# the fitted RMS noise was 0.95-1.10 of the truth (benchmarks/results/noise_estimation.md), i.e.
+# the energy within about +-10 %. Both estimates subtract that energy, so its error moves them one
+# for one; the intervals of `columns` include it, which dominates wherever the MSE is far below
+# the noise energy (a strong denoiser).
+NOISE_FIT_RSE = 0.05
+
+
+class Estimate(NamedTuple):
+    """An MSE estimate and its standard error (NaN where unknown)."""
+
+    mse: float
+    se: float
+
+    def psnr(self, data_range: float) -> tuple[float, float, float]:
+        """(PSNR, low, high) in dB for `data_range`, the 95 % interval from ``mse +- Z95 se``;
+        an MSE at or below zero reads as +inf (the estimate is unbiased, so it can dip below)."""
+        lo_mse, hi_mse = self.mse - Z95 * self.se, self.mse + Z95 * self.se
+        return mse_to_psnr(self.mse, data_range), mse_to_psnr(hi_mse, data_range), mse_to_psnr(lo_mse, data_range)
+
+
+NAN = Estimate(math.nan, math.nan)
+
+
+def mse_to_psnr(mse: float, data_range: float) -> float:
+    """``10 log10(R^2 / mse)``; +inf for mse <= 0, NaN for NaN."""
+    if math.isnan(mse):
+        return math.nan
+    return math.inf if mse <= 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def noise_variance(noisy: np.ndarray, model: PoissonGaussian) -> np.ndarray:
+    """Per-pixel noise variance estimated from the noisy data: ``a y + b`` (unbiased for ``a x + b``)."""
+    return model.a * np.asarray(noisy, np.float64) + model.b
+
+
+def probe(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Rademacher probe (+-1): the lowest-variance choice for a Monte-Carlo divergence."""
+    return np.random.default_rng(seed).integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
+
+
+def probe_step(noisy: np.ndarray, model: PoissonGaussian) -> float:
+    """The finite-difference step: `PROBE_STEP` times the noise std, small against the noise
+    (the denoiser stays in its regime) and large against float rounding of its output."""
+    v = float(np.mean(noise_variance(noisy, model)))
+    return PROBE_STEP * math.sqrt(v) if v > 0 else PROBE_STEP * max(float(np.std(noisy)), 1e-6)
+
+
+def sure(noisy: np.ndarray, denoised: np.ndarray, perturbed: np.ndarray, p: np.ndarray, eps: float,
+         model: PoissonGaussian) -> Estimate:
+    """Monte-Carlo PG-URE of ``denoised = f(noisy)``; ``perturbed = f(noisy + eps p)``.
+
+    The standard error treats the per-pixel terms as independent (it ignores their spatial
+    correlation, so it is a lower bound).
+    """
+    y = np.asarray(noisy, np.float64)
+    f = np.asarray(denoised, np.float64)
+    v = noise_variance(y, model)
+    divergence = p * (np.asarray(perturbed, np.float64) - f) / eps
+    terms = (y - f) ** 2 - v + 2.0 * v * divergence
+    return _mean(terms.ravel())
+
+
+def black_box_sure(f: Callable[[np.ndarray], np.ndarray], noisy: np.ndarray, denoised: np.ndarray,
+                   model: PoissonGaussian, seed: int) -> tuple[Estimate, float]:
+    """`sure` of a denoiser `f` given as a function: one extra call, on ``noisy + eps p``.
+    Returns the estimate and the step ``eps`` used."""
+    y = np.asarray(noisy, np.float64)
+    p = probe(y.shape, seed)
+    eps = probe_step(y, model)
+    return sure(y, denoised, f(y + eps * p), p, eps, model), eps
+
+
+def identity_sure(noisy: np.ndarray, model: PoissonGaussian) -> Estimate:
+    """SURE of the identity (the noisy input as the estimate): the fitted noise energy."""
+    return _mean(noise_variance(noisy, model).ravel())
+
+
+def held_out(noisy: np.ndarray, predictions: list[np.ndarray], masks: list[np.ndarray],
+             model: PoissonGaussian) -> Estimate:
+    """Theorem 1: MSE of the held-out pixels' predictions from several random draws.
+
+    Each draw ``j`` gives a prediction of the plane (Noise2SR: the 2x output of the sub-sampled
+    input; N2V/N2S: the output of the masked input) and the mask of its held-out pixels (whose
+    noise the prediction never saw). Its estimate is the mean over the mask of
+    ``(f - y)^2 - (a y + b)``. The result is the mean over draws; its standard error combines the
+    spread over draws with the pixel sampling error of one draw (the draws share one noise
+    realisation, so the spread alone would understate it).
+    """
+    y = np.asarray(noisy, np.float64)
+    v = noise_variance(y, model)
+    per_draw, pixel_se = [], []
+    for f, mask in zip(predictions, masks):
+        keep = np.asarray(mask, bool)
+        if not keep.any():
+            raise ValueError("a held-out mask selects no pixel")
+        est = _mean((((np.asarray(f, np.float64) - y) ** 2) - v)[keep])
+        per_draw.append(est.mse)
+        pixel_se.append(est.se)
+    if not per_draw:
+        return NAN
+    draws = np.asarray(per_draw)
+    spread = float(draws.std(ddof=1)) / math.sqrt(len(draws)) if len(draws) > 1 else math.nan
+    return Estimate(float(draws.mean()), math.sqrt((0.0 if math.isnan(spread) else spread**2)
+                                                   + float(np.mean(pixel_se)) ** 2))
+
+
+def record(model: PoissonGaussian, energy: float, sure_estimate: Estimate, step: float, held: Estimate = NAN,
+           kind: str = "", draws: int = 0) -> dict[str, float | str | int | None]:
+    """One plane's estimates as the denoising steps store them (output attributes ``estimates``,
+    JSON: a missing number is null) and `n2sr.steps.evaluate` reads them; `energy` is the plane's
+    fitted noise energy ``mean(a y + b)``."""
+    numbers = {"noise_a": model.a, "noise_b": model.b, "noise_energy": energy,
+               "sure_mse": sure_estimate.mse, "sure_se": sure_estimate.se,
+               "sure_step": step, "held_out_mse": held.mse, "held_out_se": held.se}
+    return {**{k: float(v) if math.isfinite(v) else None for k, v in numbers.items()},
+            "held_out_kind": kind if draws else "", "held_out_draws": draws if kind else 0}
+
+
+def from_record(entry: dict, prefix: str) -> Estimate:
+    """The `prefix` ("sure" or "held_out") estimate of a stored record; NaN where null."""
+    mse, se = entry.get(f"{prefix}_mse"), entry.get(f"{prefix}_se")
+    return Estimate(math.nan if mse is None else float(mse), math.nan if se is None else float(se))
+
+
+COLUMNS = ("noise_a", "noise_b", "noise_energy", "input_snr_db",
+           "est_mse_sure", "est_mse_sure_se", "est_psnr_sure", "est_psnr_sure_lo", "est_psnr_sure_hi",
+           "est_mse_held_out", "est_mse_held_out_se", "est_psnr_held_out", "est_psnr_held_out_lo",
+           "est_psnr_held_out_hi", "held_out_kind", "residual_ratio", "residual_lag1", "noise_lag1", "residual_flag")
+"""Per-image CSV columns of the estimates (documented in config/README.md, "Reference-free estimates")."""
+_MIN_SIDE = 28  # estimate_autocorrelation's smallest plane side (4 x its 7-pixel window)
+
+
+def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, data_range: float, *,
+            identity: bool) -> dict[str, float | str]:
+    """The `COLUMNS` of one plane: `output` denoised from `noisy` (None: unknown, so only the
+    stored `entry` of the denoising step is used), or the noisy input itself (`identity`).
+
+    The noise model is the stored one (fitted by the denoising step on the same plane) or fitted
+    here; PSNRs use `data_range` (the fixed convention's). The standard errors add the noise
+    fit's (`with_fit_error`) to the stored ones.
+    """
+    out: dict[str, float | str] = dict.fromkeys(COLUMNS, math.nan)
+    out.update(held_out_kind="", residual_flag="")
+    if entry is not None and entry.get("noise_a") is not None:
+        model = PoissonGaussian(float(entry["noise_a"]), float(entry["noise_b"]))
+    elif noisy is not None:
+        model = estimate_poisson_gaussian(noisy)
+    else:
+        return out
+    energy = float(np.mean(noise_variance(noisy, model))) if noisy is not None else float(
+        entry.get("noise_energy") or math.nan)
+    out.update(noise_a=model.a, noise_b=model.b, noise_energy=energy)
+    if noisy is not None:
+        out["input_snr_db"] = input_snr_db(noisy, model)
+    sure_est = identity_sure(noisy, model) if identity and noisy is not None else (
+        from_record(entry, "sure") if entry is not None else NAN)
+    held = from_record(entry, "held_out") if entry is not None and not identity else NAN
+    for name, est in (("sure", sure_est), ("held_out", held)):
+        est = with_fit_error(est, energy)
+        psnr, lo, hi = est.psnr(data_range)
+        out.update({f"est_mse_{name}": est.mse, f"est_mse_{name}_se": est.se, f"est_psnr_{name}": psnr,
+                    f"est_psnr_{name}_lo": lo, f"est_psnr_{name}_hi": hi})
+    if entry is not None and not identity:
+        out["held_out_kind"] = entry.get("held_out_kind") or ""
+    if noisy is not None and not identity and min(np.shape(noisy)) >= _MIN_SIDE:
+        noise_lag1 = estimate_autocorrelation(noisy).lag1
+        check = residual_check(noisy, output, model, noise_lag1)
+        out.update(residual_ratio=check.variance_ratio, residual_lag1=check.lag1, noise_lag1=noise_lag1,
+                   residual_flag=check.flag)
+    return out
+
+
+def with_fit_error(est: Estimate, energy: float) -> Estimate:
+    """`est` with the noise fit's error (`NOISE_FIT_RSE` of the noise `energy`) added to its
+    standard error; unchanged where the energy is unknown."""
+    if math.isnan(energy):
+        return est
+    return Estimate(est.mse, math.sqrt((0.0 if math.isnan(est.se) else est.se**2) + (NOISE_FIT_RSE * energy) ** 2))
+
+
+class Residual(NamedTuple):
+    """Does ``noisy - denoised`` look like the fitted noise?"""
+
+    variance_ratio: float  # mean (y - f)^2 / mean (a f + b)
+    lag1: float  # lag-1 autocorrelation of the residual
+    flag: str  # "" when fine, else what is off ("signal removed", "noise left", "structured")
+
+
+def residual_check(noisy: np.ndarray, denoised: np.ndarray, model: PoissonGaussian,
+                   noise_lag1: float = 0.0) -> Residual:
+    """Residual variance against the fitted ``a f + b`` and its lag-1 autocorrelation against the
+    noise's own (`noise_lag1`, e.g. `n2sr.correlation.estimate_autocorrelation` of the plane)."""
+    y = np.asarray(noisy, np.float64)
+    f = np.asarray(denoised, np.float64)
+    expected = float(np.mean(noise_variance(f, model)))
+    ratio = float(np.mean((y - f) ** 2)) / expected if expected > 0 else math.nan
+    lag1 = noise_autocorrelation(y, f).lag1
+    flags = []
+    if not ratio >= RESIDUAL_RATIO[0]:
+        flags.append("noise left")
+    elif ratio > RESIDUAL_RATIO[1]:
+        flags.append("signal removed")
+    if abs(lag1 - noise_lag1) > RESIDUAL_LAG1:
+        flags.append("structured")
+    return Residual(ratio, lag1, "; ".join(flags))
+
+
+def input_snr_db(noisy: np.ndarray, model: PoissonGaussian) -> float:
+    """``20 log10(mean y / sqrt(mean(a y + b)))``: the mean signal over the mean noise std."""
+    v = float(np.mean(noise_variance(noisy, model)))
+    m = float(np.mean(noisy))
+    return 20.0 * math.log10(m / math.sqrt(v)) if v > 0 and m > 0 else math.nan
+
+
+def _mean(terms: np.ndarray) -> Estimate:
+    n = terms.size
+    return Estimate(float(terms.mean()), float(terms.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan)
