@@ -82,10 +82,12 @@ def write_config(work: Path, config: dict, name: str = "config.yaml") -> Path:
 
 def _pin_threads() -> None:
     """Start a new process group (so a test can kill the whole workflow) on one CPU,
-    so torch uses the same thread count in every run (n2sr.accel.available_cpus)."""
+    so torch uses the same thread count in every run (n2sr.cpus.available_cpus). Under
+    pytest-xdist each worker pins to its own CPU (gw0 the last, gw1 the one before, ...)."""
     os.setsid()
-    cpus = sorted(os.sched_getaffinity(0))[-1:]
-    os.sched_setaffinity(0, cpus)
+    cpus = sorted(os.sched_getaffinity(0))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    os.sched_setaffinity(0, [cpus[-1 - worker % len(cpus)]])
 
 
 def snakemake_cmd(work: Path, *args: str) -> list[str]:
