@@ -42,4 +42,5 @@ clean:
 	rm -rf results/reports/partial logs .snakemake
 	if [ -d results ]; then \
 	  find results \( -name '*.pt.state' -o -name '.*.tmp-*' -o -name '.*.old-*' \) -prune -exec rm -rf {} + ; \
+	  if [ -d results/benchmarks ]; then find results/benchmarks -name '*.tsv' -type f -delete; fi; \
 	  find results -depth -type d -empty -delete; fi

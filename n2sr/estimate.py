@@ -157,6 +157,20 @@ def record(model: PoissonGaussian, energy: float, sure_estimate: Estimate, step:
             "held_out_kind": kind if draws else "", "held_out_draws": draws if kind else 0}
 
 
+def fit(noisy: np.ndarray) -> PoissonGaussian | None:
+    """The blind noise fit, or None where the plane allows none (constant or saturated): then
+    there is no estimate, and the image is still denoised and scored."""
+    try:
+        return estimate_poisson_gaussian(noisy)
+    except ValueError:
+        return None
+
+
+def unavailable() -> dict[str, float | str | int | None]:
+    """The stored record of a plane without estimates (no noise fit): every number null."""
+    return record(PoissonGaussian(math.nan, math.nan), math.nan, NAN, math.nan)
+
+
 def from_record(entry: dict, prefix: str) -> Estimate:
     """The `prefix` ("sure" or "held_out") estimate of a stored record; NaN where null."""
     mse, se = entry.get(f"{prefix}_mse"), entry.get(f"{prefix}_se")
@@ -184,8 +198,8 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
     out.update(held_out_kind="", residual_flag="")
     if entry is not None and entry.get("noise_a") is not None:
         model = PoissonGaussian(float(entry["noise_a"]), float(entry["noise_b"]))
-    elif noisy is not None:
-        model = estimate_poisson_gaussian(noisy)
+    elif noisy is not None and (fitted := fit(noisy)) is not None:
+        model = fitted
     else:
         return out
     energy = float(np.mean(noise_variance(noisy, model))) if noisy is not None else float(

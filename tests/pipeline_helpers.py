@@ -191,6 +191,8 @@ def outputs_of(results: Path) -> dict[str, Path]:
             continue  # inside a Zarr: compared as one array
         if any(part.startswith(".") for part in Path(rel).parts):
             continue  # a temporary sibling (.name.tmp-<pid>) of a job that was killed: never an output
+        if rel.startswith("benchmarks/"):
+            continue  # the jobs' own cost records (Snakemake benchmark files): which jobs ran, not outputs
         if p.name.endswith(".zarr") or p.is_file():
             found[rel] = p
     return found

@@ -67,8 +67,10 @@ def test_policy_none_and_average_on_repeated_captures(tmp_path):
     assert no_reference(reference(tmp_path / "t.zarr", tmp_path / "avg.zarr")) is None  # auto: averaged
     assert omezarr.open_image(tmp_path / "avg.zarr").shape[0] == 1
     assert no_reference(reference(tmp_path / "t.zarr", tmp_path / "none.zarr", policy="none")) == "reference_policy none"
-    with pytest.raises(InputError, match="needs a reference file"):
-        reference(tmp_path / "t.zarr", tmp_path / "f.zarr", policy="file")
+    # policy file with an OME-Zarr: a given Zarr reference, taken as its captures' mean (the
+    # sheet check refuses policy file without a reference column, test below)
+    reference(tmp_path / "t.zarr", tmp_path / "f.zarr", policy="file")
+    np.testing.assert_array_equal(omezarr.open_image(tmp_path / "f.zarr")[...], omezarr.open_image(tmp_path / "avg.zarr")[...])
     assert main(["reference", "--policy", "none", "--", str(tmp_path / "t.zarr"), str(tmp_path / "cli.zarr")]) == 0
     assert no_reference(tmp_path / "cli.zarr") == "reference_policy none"
 

@@ -19,7 +19,6 @@ from n2sr import estimate
 from n2sr.config import N2SConfig, N2VConfig
 from n2sr.nn.blindspot import n2s_mask, n2v_mask
 from n2sr.nn.subsample import subsample
-from n2sr.noise import estimate_poisson_gaussian
 
 HELD_OUT = {"n2sr": "complement", "n2v": "masked", "n2s": "masked"}
 """Methods with a Theorem-1 estimate and what their held-out pixels are."""
@@ -39,7 +38,9 @@ def plane_estimates(runner: Runner, plane: np.ndarray, denoised: np.ndarray, *, 
     standard error, NaN where the method has none) as plain numbers for the output's attributes.
     """
     y = np.asarray(plane, np.float64)
-    model = estimate_poisson_gaussian(y)
+    model = estimate.fit(y)
+    if model is None:  # a constant or saturated plane: no noise to measure, no estimate
+        return estimate.unavailable()
     sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, denoised, model, seed)
     kind = HELD_OUT.get(method) if method != "n2sr" or sr else None
     held = estimate.NAN

@@ -14,12 +14,11 @@ import numpy as np
 
 from n2sr.bm3d import bm3d_denoise
 from n2sr.config import DenoiseConfig
-from n2sr.estimate import black_box_sure, noise_variance, record
+from n2sr.estimate import black_box_sure, fit, noise_variance, record, unavailable
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
-from n2sr.noise import estimate_poisson_gaussian
 
 
 def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -49,7 +48,9 @@ def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int) -> dict:
     """SURE of BM3D under the noise model fitted to `plane` (the one BM3D itself uses; a
     negative gain is BM3D's Gaussian case, as ``a = 0``)."""
     y = np.asarray(plane, np.float64)
-    model = estimate_poisson_gaussian(y)
+    model = fit(y)
+    if model is None:  # a constant or saturated plane: no noise to measure, no estimate
+        return unavailable()
     noise = (max(model.a, 0.0), model.b)
     energy = float(np.mean(noise_variance(y, model)))
     return record(model, energy, *black_box_sure(lambda z: bm3d_denoise(z, noise=noise), y, denoised, model, seed))

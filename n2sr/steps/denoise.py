@@ -77,19 +77,19 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     if stage is not None and stage.kind == "prepare":
         _prepare(output, outputs, selection, dtype, cfg, stage)
         return
-    if stage is not None and stage.kind == "gather":
-        _gather(output, outputs, attrs, stage, tiff, cfg.pyramid)
-        return
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
     runner = engine if stride == 2 else Decorrelated(engine, stride)  # the checkpoint's stride, honoured
     context = runner.context
     attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
     fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
-    # Reference-free estimates of every plane (n2sr.nn.probe); not for a scattered stack, whose
-    # gather job has no accelerator and whose parts hold blocks, not planes.
+    # Reference-free estimates of every plane (n2sr.nn.probe), from the finished output: a
+    # scattered stack's by its gather job, as one job's (parts hold blocks, not planes).
     estimates = (lambda array: _estimates(runner, selection, _reader(array, selection.shape, dtype), ckpt, stride,
                                           cfg.estimate_draws)) if cfg.estimate_draws else None
+    if stage is not None and stage.kind == "gather":
+        _gather(output, outputs, attrs, stage, tiff, cfg.pyramid, estimates)
+        return
     stream = dict(context=context, block_size=cfg.block_size, align=MULTIPLE, prefetch=cfg.prefetch)
     if stage is not None:  # one part, into the prepared outputs; its marker last
         dst, *sr_dst = parts.open_partials(output, outputs, stage)
@@ -170,17 +170,20 @@ def _prepare(output: Path | str, outputs: list[Path], selection, dtype: np.dtype
 
 
 def _gather(output: Path | str, outputs: list[Path], attrs: dict, stage: parts.Stage,
-            tiff: str | os.PathLike[str] | None, pyramid: int) -> None:
-    """Every part done: the final provenance and the multiscale levels (out of core), then the
-    outputs renamed into place, all or none."""
+            tiff: str | os.PathLike[str] | None, pyramid: int, estimates: Callable | None) -> None:
+    """Every part done: the final provenance (with the `estimates` of the gathered output) and
+    the multiscale levels (out of core), then the outputs renamed into place, all or none."""
     records = parts.records(output, stage.count)
     for key in ("attempt", "tile_size", "overlap_pixels"):
         values = [r[key] for r in records]
         attrs[key] = values[0] if len(set(values)) == 1 else values
     attrs["parts"] = records
+    if estimates is not None:
+        attrs["estimates"] = estimates(omezarr.open_image(parts.partial(output, outputs[0])))
     kinds = [{}, {"kind": "2x super-resolution"}]
     for p, kind in zip(outputs, kinds):
-        omezarr.write_attrs(parts.partial(output, p), {**attrs, **kind})
+        own = attrs if not kind else {k: v for k, v in attrs.items() if k != "estimates"}  # the output's only
+        omezarr.write_attrs(parts.partial(output, p), {**own, **kind})
         add_levels(parts.partial(output, p), pyramid)
     with _atomic_all(outputs) as tmps:
         for p, tmp in zip(outputs, tmps):

@@ -49,8 +49,8 @@ def reference(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], 
             raise InputError(source, f"is a reference file, but the reference policy is {policy}; "
                                      "give the ingested captures instead, or policy file")
         return ingest(source, out_zarr)
-    if policy == "file":
-        raise InputError(source, "reference policy file needs a reference file (sheet column reference)")
+    if policy == "file":  # a given OME-Zarr reference: its captures' mean (itself when t = 1)
+        return average(source, out_zarr)
     n_t, n_c, n_z = omezarr.open_image(source).shape[:3]
     if policy == "none":
         return write_none(source, out_zarr, "reference_policy none")

@@ -294,8 +294,10 @@ def gather_option(kind: str):
 
 
 def denoise_gpus(wildcards) -> int:
-    """GPUs of the denoise rule: none when it only gathers a scattered stack's parts (no network runs)."""
-    return 0 if stack_parts(wildcards, "denoise") > 1 else config["resources"]["denoise"]["gpu"]
+    """GPUs of the denoise rule: none when it only gathers a scattered stack's parts, unless it
+    also computes the reference-free estimates (denoise.estimate_draws > 0: network passes)."""
+    gathers_only = stack_parts(wildcards, "denoise") > 1 and not config["denoise"]["estimate_draws"]
+    return 0 if gathers_only else config["resources"]["denoise"]["gpu"]
 
 
 def adopted_models() -> dict[tuple[str, str], str]:
