@@ -28,6 +28,13 @@ def _clean(seed: int = 0) -> np.ndarray:
     return 20.0 + 200.0 * clean_image((192, 192), np.random.default_rng(seed))
 
 
+def assert_within_stated_error(errors: list[float], ses: list[float], truths: list[float]) -> None:
+    """The mean error over the draws within 3 standard errors of that mean and below 5 % of the
+    MSE; the stated 95 % interval covers the truth in most draws (4 of 6)."""
+    assert abs(np.mean(errors)) < 3 * np.mean(ses) / math.sqrt(len(errors)) + 0.05 * np.mean(truths)
+    assert sum(abs(e) < estimate.Z95 * s for e, s in zip(errors, ses)) >= 4
+
+
 @pytest.mark.parametrize("noise", MODELS)
 @pytest.mark.parametrize("name", FILTERS)
 def test_sure_mean_error_within_its_standard_error(noise, name):
@@ -43,10 +50,7 @@ def test_sure_mean_error_within_its_standard_error(noise, name):
         errors.append(est.mse - truth)
         ses.append(est.se)
         truths.append(truth)
-    # the mean error over 6 draws within 3 standard errors of that mean, and below 5 % of the MSE
-    assert abs(np.mean(errors)) < 3 * np.mean(ses) / math.sqrt(len(errors)) + 0.05 * np.mean(truths)
-    # the stated 95 % interval covers the truth in most draws
-    assert sum(abs(e) < estimate.Z95 * s for e, s in zip(errors, ses)) >= 4
+    assert_within_stated_error(errors, ses, truths)
 
 
 def test_sure_with_the_blind_noise_fit_gives_psnr_within_one_db():
@@ -100,8 +104,7 @@ def test_held_out_mean_error_within_its_standard_error(noise):
         errors.append(est.mse - truth)
         ses.append(est.se)
         truths.append(truth)
-    assert abs(np.mean(errors)) < 3 * np.mean(ses) / math.sqrt(len(errors)) + 0.05 * np.mean(truths)
-    assert sum(abs(e) < estimate.Z95 * s for e, s in zip(errors, ses)) >= 4
+    assert_within_stated_error(errors, ses, truths)
 
 
 def test_held_out_is_biased_when_the_prediction_sees_the_pixel():

@@ -34,11 +34,10 @@ def manifest(out: str | os.PathLike[str], *, config: Mapping[str, Any], samples:
     model trained before; `benchmarks`: the folder of Snakemake benchmark files,
     ``<rule>/<wildcards...>.tsv``; `log`: where to say what was written.
     """
-    text = json.dumps(config, sort_keys=True, default=str)
     record = {
         "versions": versions(),
-        "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "config": json.loads(text),
+        "config_sha256": config_sha256(config),
+        "config": json.loads(_canonical(config)),
         "samples": json.loads(samples.reset_index(drop=True).to_json(orient="records")),
         "models": [model_record(Path(m)) for m in models],
         "jobs": job_records(Path(benchmarks)),
@@ -49,6 +48,15 @@ def manifest(out: str | os.PathLike[str], *, config: Mapping[str, Any], samples:
     if log is not None:
         Path(log).write_text(f"{out}: {len(record['models'])} models, {len(record['jobs'])} jobs\n", encoding="utf-8")
     return record
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """The hash of a config's sorted JSON: two runs with the same hash ran the same settings."""
+    return hashlib.sha256(_canonical(config).encode()).hexdigest()
+
+
+def _canonical(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 def model_record(path: Path) -> dict[str, Any]:

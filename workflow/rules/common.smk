@@ -1,5 +1,3 @@
-import hashlib
-import json
 import os
 import re
 import shlex
@@ -15,6 +13,7 @@ from snakemake.utils import validate
 from n2sr.io import parts as scatter
 from n2sr.io.atomic import atomic_path
 from n2sr.io.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
+from n2sr.steps.manifest import config_sha256
 
 
 class ConfigError(ValueError):
@@ -480,12 +479,12 @@ def model_records() -> list[str]:
             for c in CONFIGURATIONS for m in TRAINED]
 
 
+BENCHMARKS = "results/benchmarks"
+
+
 def bench(rule: str, wildcards: str) -> str:
     """The Snakemake benchmark file of a job (wall time, peak memory; gathered into run.json)."""
     return f"{BENCHMARKS}/{rule}/{wildcards}.tsv"
-
-
-BENCHMARKS = "results/benchmarks"
 
 
 def get_final_output() -> list[str]:

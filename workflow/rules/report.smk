@@ -69,7 +69,7 @@ rule manifest:
     log:
         "logs/manifest/manifest.log",
     params:
-        config_sha256=lambda wildcards: hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
+        config_sha256=lambda wildcards: config_sha256(config),  # a changed config reruns the manifest
     localrule: True
     run:
         from n2sr.steps.manifest import manifest
