@@ -219,6 +219,14 @@ def denoise_options() -> str:
     return cli_options({"captures": config["test_captures"], **values})
 
 
+# Option strings shared by the per-FOV rules and their batched form (batches.smk), so both run
+# the same commands.
+INGEST_OPTIONS = cli_options({"clevel": config["ingest"]["clevel"]})
+EVALUATE_NOISY_OPTIONS = cli_options({"captures": config["test_captures"], **config["evaluate"]})
+EVALUATE_OPTIONS = cli_options(config["evaluate"])
+BM3D_OPTIONS = cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"],
+                            "estimate": config["denoise"]["estimate_draws"] > 0})
+
 INGEST_PART_SIZE = config["ingest"]["part_size"]  # source pixels per ingest job; None: one job each
 
 
@@ -290,6 +298,13 @@ def gather_option(kind: str):
         return f"--part gather/{k}" if k > 1 else ""
 
     return option
+
+
+BATCH_SIZE = config["batch_size"]  # FOVs per job of the per-FOV steps (batches.smk); 1: a job each
+if BATCH_SIZE > 1 and (PART_SIZE or INGEST_PART_SIZE):
+    raise ConfigError("config batch_size: batches of FOVs (for archives of many small images) and "
+                      "denoise.part_size / ingest.part_size (for huge stacks) cannot be combined; "
+                      "run the huge stacks with batch_size: 1")
 
 
 def denoise_gpus(wildcards) -> int:

@@ -62,8 +62,7 @@ rule denoise_bm3d:
     conda:
         N2SR_ENV
     params:
-        options=cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"],
-                             "estimate": config["denoise"]["estimate_draws"] > 0}),
+        options=BM3D_OPTIONS,
         outputs=lambda wildcards, output: cli_options({k: v for k, v in output.items() if k != "zarr"}),
     resources:
         mem_mb=scaled_mem("denoise"),

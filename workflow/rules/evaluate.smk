@@ -14,7 +14,7 @@ rule evaluate_noisy:
     conda:
         N2SR_ENV
     params:
-        options=cli_options({"captures": config["test_captures"], **config["evaluate"]}),
+        options=EVALUATE_NOISY_OPTIONS,
         part=gather_option("evaluate"),
     shell:
         "n2sr evaluate --reference {input.reference:q} {input.image:q} --csv {output:q} --method noisy"
@@ -37,7 +37,7 @@ rule evaluate:
     conda:
         N2SR_ENV
     params:
-        options=cli_options(config["evaluate"]),
+        options=EVALUATE_OPTIONS,
         part=gather_option("evaluate"),
     shell:
         "n2sr evaluate --reference {input.reference:q} {input.image:q} --noisy {input.noisy:q} --csv {output:q}"

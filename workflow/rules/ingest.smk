@@ -25,7 +25,7 @@ if PART_SIZE:
         params:
             source=raw_path,
             part=ingest_gather_option,
-            options=cli_options({"clevel": config["ingest"]["clevel"]}),
+            options=INGEST_OPTIONS,
         threads: INGEST_THREADS
         shell:
             "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
@@ -47,7 +47,7 @@ else:
         params:
             source=raw_path,
             part=ingest_gather_option,
-            options=cli_options({"clevel": config["ingest"]["clevel"]}),
+            options=INGEST_OPTIONS,
         threads: INGEST_THREADS
         shell:
             "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
@@ -68,7 +68,7 @@ rule ingest_prepare:
         N2SR_ENV
     params:
         out=lambda wildcards: ingested(wildcards.configuration, wildcards.fov),
-        options=cli_options({"clevel": config["ingest"]["clevel"]}),
+        options=INGEST_OPTIONS,
     shell:
         "n2sr ingest --part prepare/{wildcards.K} {params.options} -- {input:q} {params.out:q} > {log:q} 2>&1"
 
