@@ -10,7 +10,7 @@ job per FOV and step; 50: a job per 50 FOVs, workflow/rules/batches.smk):
   jobs grouped 8-16 FOVs to a job), how many cluster jobs the same DAG submits (counted from a dry
   run with those groups; no cluster is needed for the count);
 
-and for the smallest size, a real local run of the per-FOV steps that need no model (ingest,
+and for the smallest size (or those given by --local-images), a real local run of the per-FOV steps that need no model (ingest,
 reference, noisy-image scoring: the noisy scores of every test FOV as targets) on 2 cores: wall
 time per image, and the sum of the jobs' own wall times per image from their benchmark files.
 
@@ -104,7 +104,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 50],
                         help="config batch_size values to measure (1: a job per FOV and step)")
+    parser.add_argument("--local-images", type=int, nargs="*", default=None,
+                        help="archive sizes that also get a real local run (default: the smallest)")
     args = parser.parse_args()
+    local = set(args.local_images if args.local_images is not None else [min(args.images)])
     rows, runs = [], []
     with tempfile.TemporaryDirectory(prefix="n2sr-scale-") as tmp:
         for images in args.images:
@@ -121,7 +124,7 @@ def main() -> None:
                              + len(re.findall(r"^rule (?!all:|manifest:)\w+:", grouped, re.M)),
                              "dry_run_s_per_image_ms": round(1000 * plain_seconds / images, 2)})
                 print(rows[-1], flush=True)
-                if images == min(args.images):  # the real run on the smallest archive
+                if images in local:
                     run = local_run(work, config, fovs)
                     runs.append({"batch_size": size, **run})
                     print(runs[-1], flush=True)
