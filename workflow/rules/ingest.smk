@@ -7,7 +7,9 @@
 # (--part gather/K) hashes the source and publishes the output once every part's marker is there
 # (n2sr/io/parts.py). Markers are temp(): a killed part is redone alone. Ingest hashes in one
 # thread and copies on one per CPU it is given (n2sr/io/stream.py): resources.ingest.threads each.
+# The codec and level are prepare's (it creates the array); the parts read them from the Zarr.
 INGEST_THREADS = config["resources"]["ingest"]["threads"]
+INGEST_OPTIONS = cli_options({key: config["ingest"][key] for key in ("codec", "clevel")})
 if PART_SIZE:
 
     checkpoint ingest:
@@ -25,7 +27,7 @@ if PART_SIZE:
         params:
             source=raw_path,
             part=ingest_gather_option,
-            options=cli_options({"clevel": config["ingest"]["clevel"]}),
+            options=INGEST_OPTIONS,
         threads: INGEST_THREADS
         shell:
             "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
@@ -47,7 +49,7 @@ else:
         params:
             source=raw_path,
             part=ingest_gather_option,
-            options=cli_options({"clevel": config["ingest"]["clevel"]}),
+            options=INGEST_OPTIONS,
         threads: INGEST_THREADS
         shell:
             "n2sr ingest {params.part} {params.options} -- {params.source:q} {output:q} > {log:q} 2>&1"
@@ -68,7 +70,7 @@ rule ingest_prepare:
         N2SR_ENV
     params:
         out=lambda wildcards: ingested(wildcards.configuration, wildcards.fov),
-        options=cli_options({"clevel": config["ingest"]["clevel"]}),
+        options=INGEST_OPTIONS,
     shell:
         "n2sr ingest --part prepare/{wildcards.K} {params.options} -- {input:q} {params.out:q} > {log:q} 2>&1"
 
