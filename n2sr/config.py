@@ -179,11 +179,11 @@ class IngestConfig:
         jobs, each writing a run of whole planes (whole chunks) of the same OME-Zarr, and a
         gather job that hashes the source and publishes it (`n2sr.io.parts`); None: one job per
         stack. The output does not depend on K.
-    codec : Blosc compressor of the ingested OME-Zarr (always bitshuffled). "zstd" stores fewer
-        bytes; "lz4" takes 2.8-8x less CPU to compress for a few percent more bytes (0.44 vs 0.44
-        of the raw size on noisy 16-bit stacks, 0.61 vs 0.56 on 8-bit FMD), which is what lets
-        ingest approach disk speed on few cores (``benchmarks/results/ingest.md``). Readers need
-        no setting: the codec is stored in the Zarr's metadata.
+    codec : Blosc compressor of the ingested OME-Zarr (always bitshuffled). "lz4" compresses with
+        2.8x (noisy 16-bit stacks) to 8.7x (8-bit FMD) less CPU than zstd 5, for 0.7% to 9% more
+        bytes (0.606 vs 0.556 of the raw size on FMD); a whole ingest then takes about a fifth less
+        CPU, since hashing, reading and writing the files cost the rest
+        (``benchmarks/results/ingest.md``). Readers need no setting: the codec is in the Zarr's metadata.
     clevel : Blosc level of `codec`, 0-9. With zstd on 8-bit FMD captures 1 takes 3.5-4x less CPU
         than 5 for 1.6% more bytes (0.565 vs 0.556 of the raw size); on noisy 16-bit stacks both
         cost the same (``benchmarks/results/ingest.md``).
