@@ -179,12 +179,18 @@ class IngestConfig:
         jobs, each writing a run of whole planes (whole chunks) of the same OME-Zarr, and a
         gather job that hashes the source and publishes it (`n2sr.io.parts`); None: one job per
         stack. The output does not depend on K.
-    clevel : Blosc zstd level (bitshuffle) of the ingested OME-Zarr, 0-9. On 8-bit FMD captures 1
-        takes 3.5-4x less CPU than 5 for 1.6% more bytes (0.565 vs 0.556 of the raw size); on
-        noisy 16-bit stacks both cost the same (``benchmarks/results/ingest.md``).
+    codec : Blosc compressor of the ingested OME-Zarr (always bitshuffled). "lz4" compresses with
+        2.8x (noisy 16-bit stacks) to 8.7x (8-bit FMD) less CPU than zstd 5, for 0.7% to 9% more
+        bytes (0.606 vs 0.556 of the raw size on FMD); a whole ingest then takes about a fifth less
+        CPU, since hashing, reading and writing the files cost the rest
+        (``benchmarks/results/ingest.md``). Readers need no setting: the codec is in the Zarr's metadata.
+    clevel : Blosc level of `codec`, 0-9. With zstd on 8-bit FMD captures 1 takes 3.5-4x less CPU
+        than 5 for 1.6% more bytes (0.565 vs 0.556 of the raw size); on noisy 16-bit stacks both
+        cost the same (``benchmarks/results/ingest.md``).
     """
 
     part_size: int | None = None
+    codec: Literal["zstd", "lz4"] = "zstd"
     clevel: int = 5
 
     def __post_init__(self) -> None:
@@ -192,6 +198,8 @@ class IngestConfig:
             raise ValueError(f"part_size must be >= 1 (pixels) or None, got {self.part_size}")
         if not (isinstance(self.clevel, int) and 0 <= self.clevel <= 9):
             raise ValueError(f"clevel must be an integer from 0 to 9, got {self.clevel!r}")
+        if self.codec not in ("zstd", "lz4"):
+            raise ValueError(f"codec must be zstd or lz4, not {self.codec!r}")
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,18 @@ def test_the_cli_offers_exactly_the_trained_methods():
     from n2sr.nn.objectives import METHODS
 
     assert set(cli.METHODS) == set(METHODS)
+
+
+def test_ingest_codec_is_one_of_the_same_choices_everywhere():
+    """zstd or lz4 in the dataclass, the schema and the CLI; anything else is refused by each."""
+    import typing
+
+    choices = typing.get_args(typing.get_type_hints(IngestConfig)["codec"])
+    assert choices == ("zstd", "lz4")
+    assert tuple(PROPS["ingest"]["properties"]["codec"]["enum"]) == choices
+    assert tuple(_options("ingest")["--codec"].choices) == choices
+    assert collect(build_parser().parse_args(["ingest", "a", "b", "--codec", "lz4"]), IngestConfig).codec == "lz4"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ingest", "a", "b", "--codec", "gzip"])
+    with pytest.raises(ValueError, match="codec"):
+        IngestConfig(codec="gzip")  # type: ignore[arg-type]

@@ -130,11 +130,13 @@ def test_parts_take_tiff_stacks_only(tmp_path):
     assert not parts.folder(tmp_path / "out.zarr").exists()
 
 
-def test_the_prepared_zstd_level_holds_for_every_part(tmp_path, source):
-    """--clevel is prepare's (it creates the array); parts write with whatever was prepared."""
-    assert ingest(source, tmp_path / "one.zarr", "--clevel", "1") == 0
+@pytest.mark.parametrize("options", [["--clevel", "1"], ["--codec", "lz4"]])
+def test_the_prepared_codec_and_level_hold_for_every_part(tmp_path, source, options):
+    """--codec and --clevel are prepare's (it creates the array); parts write with whatever was
+    prepared, so the gathered output is that of one job with the same options."""
+    assert ingest(source, tmp_path / "one.zarr", *options) == 0
     out = tmp_path / "four.zarr"
-    assert ingest(source, out, "--part", "prepare/4", "--clevel", "1") == 0
+    assert ingest(source, out, "--part", "prepare/4", *options) == 0
     for k in range(1, 5):
         assert ingest(source, out, "--part", f"{k}/4") == 0
     assert ingest(source, out, "--part", "gather/4") == 0

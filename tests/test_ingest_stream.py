@@ -28,44 +28,48 @@ def stack(shape, dtype=np.uint16, seed=0):
     return np.random.default_rng(seed).integers(0, 4000, shape).astype(dtype)
 
 
-@pytest.mark.parametrize(("workers", "byteorder", "compression"), [(1, "<", None), (3, "<", None), (3, ">", None),
-                                                                   (2, "<", "zlib")])
-def test_threaded_ingest_is_tifffile_and_zarr_bit_for_bit(tmp_path, monkeypatch, workers, byteorder, compression):
+@pytest.mark.parametrize(("workers", "byteorder", "compression", "codec"),
+                         [(1, "<", None, "zstd"), (3, "<", None, "zstd"), (3, ">", None, "zstd"),
+                          (2, "<", "zlib", "zstd"), (2, "<", None, "lz4"), (1, ">", None, "lz4")])
+def test_threaded_ingest_is_tifffile_and_zarr_bit_for_bit(tmp_path, monkeypatch, workers, byteorder, compression,
+                                                          codec):
     """37 pages (no multiple of the workers or of the planes in flight), some all zero (zarr stores
-    no chunk for those), little- and big-endian, raw and compressed pages: the array is tifffile's,
-    the sha256 is the file's, and every file of the output (metadata and chunks) is what zarr
-    itself writes for the same array and attributes."""
+    no chunk for those), little- and big-endian, raw and compressed pages, zstd and lz4: the array
+    is tifffile's, the sha256 is the file's, and every file of the output (metadata and chunks) is
+    what zarr itself writes for the same array, codec and attributes."""
     data = stack((37, 24, 40))
     data[[0, 5, 36]] = 0
     source = tmp_path / "s.tif"
     tifffile.imwrite(source, data, photometric="minisblack", byteorder=byteorder, compression=compression)
     monkeypatch.setattr(stream, "available_cpus", lambda: workers)
-    ingest(source, tmp_path / "out.zarr")
+    ingest(source, tmp_path / "out.zarr", ingest_mod.IngestConfig(codec=codec))
     np.testing.assert_array_equal(omezarr.open_image(tmp_path / "out.zarr")[:, 0, 0], tifffile.imread(source))
     attrs = omezarr.read_attrs(tmp_path / "out.zarr")
     assert attrs["sha256"] == images.sha256_file(source) == attrs["source_files"][0]["sha256"]
     reference = omezarr.create_image(tmp_path / "ref.zarr", data.shape, data.dtype,
-                                     attrs={k: v for k, v in attrs.items() if k != "n2sr_version"})
+                                     attrs={k: v for k, v in attrs.items() if k != "n2sr_version"},
+                                     codec=omezarr.compressor(5, codec))
     reference[:, 0, 0] = data  # zarr's own encoding and chunk files
     assert files_of(tmp_path / "out.zarr") == files_of(tmp_path / "ref.zarr")
     assert not (tmp_path / "out.zarr" / "0" / "c" / "5").exists()  # an all-zero plane has no chunk
 
 
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.dtype(">u2"), np.float32])
-def test_chunk_writer_tiles_pads_and_skips_like_zarr(tmp_path, dtype):
+def test_chunk_writer_tiles_pads_and_skips_like_zarr(tmp_path, dtype, codec):
     """Planes cut into several chunks with partial edge chunks, an all-zero tile, -0.0 (stored by
-    zarr: its bits are not the fill value's), a big-endian source: same files as zarr's."""
+    zarr: its bits are not the fill value's), a big-endian source, either codec: same files as zarr's."""
     planes = stack((3, 40, 50), dtype=np.float32 if dtype == np.float32 else np.uint8).astype(dtype)
     planes[1, :16, :16] = 0
     if dtype == np.float32:
         planes[2, :16, 16:32] = -0.0
     ours = omezarr.create_image(tmp_path / "a.zarr", planes.shape, np.dtype(dtype).newbyteorder("="),
-                                chunks=(1, 16, 16))
+                                chunks=(1, 16, 16), codec=omezarr.compressor(5, codec))
     writer = stream.ChunkWriter(tmp_path / "a.zarr", ours)
     assert writer.direct
     stream.copy_planes([((t, 0, 0), lambda t=t: planes[t]) for t in range(3)], writer, workers=2, depth=1)
     theirs = omezarr.create_image(tmp_path / "b.zarr", planes.shape, np.dtype(dtype).newbyteorder("="),
-                                  chunks=(1, 16, 16))
+                                  chunks=(1, 16, 16), codec=omezarr.compressor(5, codec))
     theirs[:, 0, 0] = planes
     assert files_of(tmp_path / "a.zarr") == files_of(tmp_path / "b.zarr")
     assert not (tmp_path / "a.zarr" / "0" / "c" / "1" / "0" / "0" / "0" / "0").exists()
@@ -140,17 +144,25 @@ def test_ingest_never_imports_torch(tmp_path):
     assert run.returncode == 0, run.stderr
 
 
-def test_clevel_sets_the_stored_zstd_level_and_nothing_else(tmp_path):
+def test_codec_and_clevel_set_the_stored_blosc_settings_and_nothing_else(tmp_path):
+    """--codec lz4 / --clevel 1 change the stored Blosc compressor and level only: every output
+    reads back as the source; the default stays zstd 5 bitshuffled (existing outputs unchanged)."""
     from n2sr.cli import main
 
     data = stack((5, 16, 24))
     tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack")
-    assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / "one.zarr"), "--clevel", "1"]) == 0
-    assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / "five.zarr")]) == 0
-    levels = [omezarr.open_image(tmp_path / name).metadata.to_dict()["codecs"][1]["configuration"]["clevel"]
-              for name in ("one.zarr", "five.zarr")]
-    assert levels == [1, 5]
-    for name in ("one.zarr", "five.zarr"):
-        np.testing.assert_array_equal(omezarr.open_image(tmp_path / name)[:, 0, 0], data)
+    runs = {"default.zarr": [], "one.zarr": ["--clevel", "1"], "lz4.zarr": ["--codec", "lz4"]}
+    settings = {}
+    for name, options in runs.items():
+        assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / name), *options]) == 0
+        image = omezarr.open_image(tmp_path / name)
+        blosc = image.metadata.to_dict()["codecs"][1]["configuration"]
+        settings[name] = (blosc["cname"], blosc["clevel"], blosc["shuffle"])
+        np.testing.assert_array_equal(image[:, 0, 0], data)
+    assert settings == {"default.zarr": ("zstd", 5, "bitshuffle"), "one.zarr": ("zstd", 1, "bitshuffle"),
+                        "lz4.zarr": ("lz4", 5, "bitshuffle")}
     with pytest.raises(ValueError, match="clevel"):
         ingest(tmp_path / "s.tif", tmp_path / "bad.zarr", ingest_mod.IngestConfig(clevel=10))
+    with pytest.raises(ValueError, match="codec"):
+        ingest(tmp_path / "s.tif", tmp_path / "bad.zarr", ingest_mod.IngestConfig(codec="gzip"))
+    assert not (tmp_path / "bad.zarr").exists()

@@ -186,6 +186,32 @@ def test_write_zarr_failure_keeps_previous_output(tmp_path, monkeypatch):
     assert leftovers(path) == []
 
 
+def test_sync_tree_fsyncs_every_file_and_folder_once(tmp_path, monkeypatch):
+    """The fsyncs run on several threads, but none of the tree is left out or done twice, and a
+    failing one is raised."""
+    from n2sr.io import atomic
+
+    tree = tmp_path / "t.zarr"
+    for t in range(12):
+        (tree / "c" / str(t) / "0").mkdir(parents=True)
+        (tree / "c" / str(t) / "0" / "0").write_bytes(b"x")
+    (tree / "zarr.json").write_text("{}")
+    synced = []
+    monkeypatch.setattr(atomic, "fsync_path", synced.append)
+    atomic.sync_tree(tree)
+    assert sorted(synced) == sorted([tree, *tree.rglob("*")])
+    atomic.sync_tree(tree / "zarr.json")
+    assert synced[-1] == tree / "zarr.json"
+
+    def failing(path):
+        if path.name == "7":
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(atomic, "fsync_path", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        atomic.sync_tree(tree)
+
+
 def test_atomic_path_requires_output(tmp_path):
     with pytest.raises(FileNotFoundError):
         with atomic_path(tmp_path / "never.tif"):

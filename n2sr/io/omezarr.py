@@ -22,10 +22,10 @@ NGFF_VERSION = "0.5"
 MAX_CHUNK = 2048
 
 
-def compressor(clevel: int = 5) -> BloscCodec:
-    """n2sr's codec: Blosc zstd at `clevel`, bitshuffled (helps noisy 8/16-bit microscopy much more
-    than byte shuffle)."""
-    return BloscCodec(cname="zstd", clevel=clevel, shuffle="bitshuffle")
+def compressor(clevel: int = 5, cname: str = "zstd") -> BloscCodec:
+    """n2sr's codec: Blosc `cname` (zstd, or lz4 for less CPU) at `clevel`, bitshuffled (helps noisy
+    8/16-bit microscopy much more than byte shuffle)."""
+    return BloscCodec(cname=cname, clevel=clevel, shuffle="bitshuffle")
 
 
 COMPRESSOR = compressor()

@@ -71,14 +71,15 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], cfg
     path, size, mtime and sha256 (`n2sr.io.sources`: later steps check them). The output appears
     only when complete. `part` runs one stage of a conversion scattered over K jobs
     (``prepare/K``, ``k/K``, ``gather/K``; TIFF stacks, `n2sr.io.parts`); the output is bit for
-    bit that of one job. ``cfg.clevel`` is the zstd level of the output (``prepare`` sets it for a
-    scattered one); ``cfg.part_size`` is the workflow's: it decides K.
+    bit that of one job. ``cfg.codec`` and ``cfg.clevel`` are the output's Blosc compressor and level
+    (``prepare`` sets them for a scattered one: the parts read them from the prepared Zarr);
+    ``cfg.part_size`` is the workflow's: it decides K.
     """
     source = check_exists(source)
     out = Path(out_zarr)
     check_outputs([source], [out])
     stage = parts.parse(part) if part is not None else None
-    codec = omezarr.compressor(cfg.clevel)
+    codec = omezarr.compressor(cfg.clevel, cfg.codec)
     if out.suffix.lower() != ".zarr":
         raise ValueError(f"{out}: ingest writes OME-Zarr; name the output *.zarr")
     is_series = source.is_dir() and not (source / "zarr.json").is_file()

@@ -7,7 +7,9 @@
 # (--part gather/K) hashes the source and publishes the output once every part's marker is there
 # (n2sr/io/parts.py). Markers are temp(): a killed part is redone alone. Ingest hashes in one
 # thread and copies on one per CPU it is given (n2sr/io/stream.py): resources.ingest.threads each.
+# The codec and level are prepare's (it creates the array); the parts read them from the Zarr.
 INGEST_THREADS = config["resources"]["ingest"]["threads"]
+INGEST_OPTIONS = cli_options({key: config["ingest"][key] for key in ("codec", "clevel")})
 if PART_SIZE:
 
     checkpoint ingest:
