@@ -97,3 +97,21 @@ def test_a_bad_file_fails_its_batch_and_the_others_finish(tmp_path):
     assert {"metrics/noisy/B/2.csv", "metrics/n2sr/B/2.csv", "metrics/bm3d/B/2.csv", "ingest/A/2.zarr"} <= set(done)
     assert "ingest/A/3.zarr" not in done
     assert (work / "results/reports/partial/missing.txt").is_file()
+
+
+def test_batches_run_the_per_fov_commands(tmp_path):
+    """The batched commands are the per-FOV jobs' commands, settings included (a dry run's -p)."""
+    commands = {}
+    for size in (1, 3):
+        work = tmp_path / f"batch-{size}"
+        archive(work)
+        c = config(size)
+        c["ingest"].update(codec="lz4", clevel=3)
+        write_config(work, c)
+        run = snakemake(work, *ARGS, "-n", "-p")
+        assert run.returncode == 0, run.stdout[-3000:]
+        commands[size] = run.stdout
+    assert commands[1].count("n2sr ingest  --codec lz4 --clevel 3 -- ") == 6
+    assert commands[3].count("'ingest --codec lz4 --clevel 3 -- ") == 6 and "n2sr ingest " not in commands[3]
+    # ingest: A's 4 FOVs in 2 batches, B's 2 in 1; reference, denoise and 2 scores: A's 3 and B's 1 test FOVs
+    assert commands[3].count("n2sr batch ") == 3 + 4 * 2

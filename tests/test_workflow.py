@@ -139,9 +139,9 @@ def test_dry_run_scatters_the_ingest_of_a_large_tiff_stack(tmp_path):
     counts = job_counts(run.stdout)
     assert (counts["ingest_prepare"], counts["ingest_part"], counts["ingest"]) == (1, 4, 2), counts
     commands = [line for line in run.stdout.splitlines() if "n2sr ingest " in line]
-    assert any(f"n2sr ingest --part gather/4 --codec zstd --clevel 5 -- {tmp_path / 'big.tif'}" in c for c in commands), commands
-    assert any(f"n2sr ingest  --codec zstd --clevel 5 -- {tmp_path / 'small.tif'}" in c for c in commands), commands
-    assert sum("--part prepare/4 --codec zstd --clevel 5 -- " in c for c in commands) == 1, commands
+    assert any(f"n2sr ingest --part gather/4 --clevel 5 -- {tmp_path / 'big.tif'}" in c for c in commands), commands
+    assert any(f"n2sr ingest  --clevel 5 -- {tmp_path / 'small.tif'}" in c for c in commands), commands
+    assert sum("--part prepare/4 --clevel 5 -- " in c for c in commands) == 1, commands
     assert sum(f"--part {k}/4 -- " in c for c in commands for k in range(1, 5)) == 4, commands
 
 

@@ -221,7 +221,10 @@ def denoise_options() -> str:
 
 # Option strings shared by the per-FOV rules and their batched form (batches.smk), so both run
 # the same commands.
-INGEST_OPTIONS = cli_options({"clevel": config["ingest"]["clevel"]})
+# --codec only when not zstd, the codec of every ingest before the key existed: Snakemake reruns a
+# job whose command changed (params trigger), and an upgrade must not re-ingest whole archives.
+INGEST_OPTIONS = cli_options({"codec": None if config["ingest"]["codec"] == "zstd" else config["ingest"]["codec"],
+                              "clevel": config["ingest"]["clevel"]})
 EVALUATE_NOISY_OPTIONS = cli_options({"captures": config["test_captures"], **config["evaluate"]})
 EVALUATE_OPTIONS = cli_options(config["evaluate"])
 BM3D_OPTIONS = cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"],

@@ -9,7 +9,6 @@
 # thread and copies on one per CPU it is given (n2sr/io/stream.py): resources.ingest.threads each.
 # The codec and level are prepare's (it creates the array); the parts read them from the Zarr.
 INGEST_THREADS = config["resources"]["ingest"]["threads"]
-INGEST_OPTIONS = cli_options({key: config["ingest"][key] for key in ("codec", "clevel")})
 if PART_SIZE:
 
     checkpoint ingest:
