@@ -141,8 +141,8 @@ def run(args) -> pd.DataFrame:
                                  "method": method, "estimate_pixels": pixels, "tiles": tiles,
                                  "pixels_used": entry["pixels"], "psnr": psnr(ref, out, R),
                                  "psnr_crops": crop_truth(out, ref, method, pixels, tiles),
-                                 "est_psnr_sure": cols["est_psnr_sure"],
-                                 "est_psnr_held_out": cols["est_psnr_held_out"],
+                                 **{f"est_psnr_{e}{b}": cols[f"est_psnr_{e}{b}"]
+                                    for e in ("sure", "held_out") for b in ("", "_lo", "_hi")},
                                  "pass_pixels": runner.pixels if method == "n2sr" else math.nan,
                                  "output_cpu_s": output_s, "estimate_cpu_s": est_s})
                     r = rows[-1]
@@ -158,7 +158,11 @@ def with_deltas(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     key = list(zip(out["dataset"], out["plane"], out["method"]))
     for col in ("est_psnr_sure", "est_psnr_held_out"):
-        out[f"d_{col[9:]}"] = out[col].to_numpy() - np.array([whole.loc[k, col] for k in key])
+        ref = np.array([whole.loc[k, col] for k in key])
+        out[f"d_{col[9:]}"] = out[col].to_numpy() - ref
+        # the whole plane's estimate inside this row's 95 % interval (NaN where there is none)
+        inside = (out[f"{col}_lo"].to_numpy() <= ref) & (ref <= out[f"{col}_hi"].to_numpy())
+        out[f"in_ci_{col[9:]}"] = np.where(np.isnan(ref) | np.isnan(out[col].to_numpy()), np.nan, inside)
     step = out["output_cpu_s"] + out["estimate_cpu_s"]
     out["step_speedup"] = np.array([whole.loc[k, "output_cpu_s"] + whole.loc[k, "estimate_cpu_s"] for k in key]) / step
     return out
@@ -189,18 +193,22 @@ def report(frame: pd.DataFrame, args) -> str:
              "over the crops' pixels. CPU seconds single-threaded (process time) on a shared 2-core machine; "
              "`step_speedup`: (output pass + estimates) of the whole-plane row over this row's. "
              "`pass_pixels`: network input pixels of the estimate passes (the output's own pass not counted). "
+             "`in_ci_*`: the whole plane's estimate lies in this row's 95 % interval (1) or not (0). "
              "Layout `tiles` 1: one central crop; 2 (4): a 2 x 2 (4 x 4) grid, each crop centred in its cell. "
              "A setting whose crops would cost as much as the whole plane is the whole plane (not listed).", "",
-             f.drop(columns=["dataset"]).to_markdown(index=False, floatfmt=".2f"), ""]
+             f.drop(columns=["dataset", *(c for c in f.columns if c.endswith(("_lo", "_hi")))]).to_markdown(
+                 index=False, floatfmt=".2f"), ""]
     crops_only = f[f["estimate_pixels"] > 0]
     summary = crops_only.groupby(["method", "estimate_pixels", "tiles"]).agg(
         n=("plane", "size"), mean_abs_d_sure=("d_sure", lambda s: s.abs().mean()),
         max_abs_d_sure=("d_sure", lambda s: s.abs().max()),
         mean_abs_d_held_out=("d_held_out", lambda s: s.abs().mean()),
+        in_ci_sure=("in_ci_sure", "mean"), in_ci_held_out=("in_ci_held_out", "mean"),
         mean_abs_truth_shift=("psnr_crops", lambda s: (s - crops_only.loc[s.index, "psnr"]).abs().mean()),
         mean_step_speedup=("step_speedup", "mean")).reset_index()
     lines += ["## Summary over planes", "", "`mean_abs_truth_shift`: mean |true PSNR of the crops - of the "
-              "plane|, the part of a difference that is the crops' content.", "",
+              "plane|, the part of a difference that is the crops' content; `in_ci_*`: share of planes whose "
+              "whole-plane estimate lies in the crops' 95 % interval.", "",
               summary.to_markdown(index=False, floatfmt=".2f"), ""]
     big = [{"estimate_pixels": p, "tiles": t, "pass_pixels": pass_pixels_20k(args.draws, p, t)}
            for p, t in [(0, 0)] + [(p, t) for p in args.pixels for t in args.tiles]]
