@@ -17,6 +17,11 @@ import numpy as np
 
 from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian, gat_forward, gat_inverse
 
+REACH = 64
+"""Plane pixels around a region that BM3D's output there depends on, about: blocks of 8 matched
+within a 39-pixel search window (the ``np`` profile), twice (the Wiener stage matches on the first
+stage's estimate). The context of the crops its estimates are computed on (`n2sr.estimate.crops`)."""
+
 # Below this share of Poisson variance at the mean intensity the GAT only adds its
 # inversion error: treat the noise as Gaussian with variance b.
 _GAUSSIAN_SHARE = 0.01

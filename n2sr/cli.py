@@ -225,8 +225,11 @@ def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
                    help="multiscale levels of a Zarr output down to this plane side; 0: none (default: %(default)s)")
     p.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
                    help="reference-free SURE of each plane: one more BM3D run per plane (default: on)")
+    p.add_argument("--estimate-pixels", type=int, default=DenoiseConfig.estimate_pixels,
+                   help="a larger plane's SURE from crops of about this many pixels (two BM3D runs on them); "
+                        "0: the whole plane (default: %(default)s)")
     return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff,
-                       "pyramid": ns.pyramid, "estimate": ns.estimate}
+                       "pyramid": ns.pyramid, "estimate": ns.estimate, "estimate_pixels": ns.estimate_pixels}
 
 
 def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:

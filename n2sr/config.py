@@ -243,6 +243,11 @@ class DenoiseConfig:
         Monte-Carlo SURE (one extra pass) and the Theorem-1 held-out loss averaged over this
         many random sub-samplings or masks (each a pass at half size for Noise2SR, full size for
         N2V/N2S); 0 computes neither. Not computed for a scattered (``part_size``) stack.
+    estimate_pixels : a larger plane is estimated on 4 crops spread over it totalling about this
+        many pixels, each with the block context around it (`n2sr.estimate.crops`), so the
+        estimates cost about as much whatever the plane's size; 0: the whole plane (not None,
+        which a workflow option cannot pass on). The estimates record the pixels they were
+        computed on (CSV column ``est_pixels``).
     """
 
     tile_size: int | Literal["auto"] = "auto"
@@ -260,6 +265,7 @@ class DenoiseConfig:
     part_size: int | None = None
     pyramid: int = 1024
     estimate_draws: int = 4
+    estimate_pixels: int = 262144
 
     def __post_init__(self) -> None:
         tile = self.tile_size
@@ -281,6 +287,8 @@ class DenoiseConfig:
             raise ValueError("block_size and batch_pixels must be >= 1 and prefetch >= 0")
         if self.estimate_draws < 0:
             raise ValueError(f"estimate_draws must be >= 0, got {self.estimate_draws}")
+        if self.estimate_pixels < 0:
+            raise ValueError(f"estimate_pixels must be >= 0 (0: the whole plane), got {self.estimate_pixels}")
         if self.part_size is not None and self.part_size < 1:
             raise ValueError(f"part_size must be >= 1 (pixels) or None, got {self.part_size}")
         if self.pyramid != 0 and self.pyramid < 16:

@@ -16,6 +16,9 @@ Two estimators, both in the image's intensity units, under the Poisson-Gaussian 
   (Noise2SR's sub-sampler) or of the masked pixels (Noise2Void / Noise2Self) minus the fitted
   noise energy there estimates the MSE of that path, averaged over several random draws.
 
+A large plane's estimates may come from `crops` of it (`cropped_sure`, `pooled`): the MSE of
+those pixels, with an error that includes the spread between the crops.
+
 Both fail where the noise is not pixel-wise independent (widefield cameras): the network's
 divergence then misses the correlated part, and Theorem 1 no longer holds. `residual_check`
 says when the output's residual does not look like the fitted noise.
@@ -24,7 +27,7 @@ says when the output's residual does not look like the fitted noise.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -74,7 +77,7 @@ def noise_variance(noisy: np.ndarray, model: PoissonGaussian) -> np.ndarray:
     return model.a * np.asarray(noisy, np.float64) + model.b
 
 
-def probe(shape: tuple[int, ...], seed: int) -> np.ndarray:
+def probe(shape: tuple[int, ...], seed: int | Sequence[int]) -> np.ndarray:
     """Rademacher probe (+-1): the lowest-variance choice for a Monte-Carlo divergence."""
     return np.random.default_rng(seed).integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
 
@@ -109,6 +112,93 @@ def black_box_sure(f: Callable[[np.ndarray], np.ndarray], noisy: np.ndarray, den
     p = probe(y.shape, seed)
     eps = probe_step(y, model)
     return sure(y, denoised, f(y + eps * p), p, eps, model), eps
+
+
+class Crop(NamedTuple):
+    """Part of a plane an estimate is computed on: `region` ``(y0, x0, y1, x1)`` is estimated,
+    `window` (the region plus the denoiser's context, within the plane) is what the denoiser sees."""
+
+    region: tuple[int, int, int, int]
+    window: tuple[int, int, int, int]
+
+    @property
+    def inner(self) -> tuple[slice, slice]:
+        """The region inside an array of the window."""
+        (y0, x0, y1, x1), (wy, wx) = self.region, self.window[:2]
+        return slice(y0 - wy, y1 - wy), slice(x0 - wx, x1 - wx)
+
+    @property
+    def window_pixels(self) -> int:
+        return (self.window[2] - self.window[0]) * (self.window[3] - self.window[1])
+
+    @property
+    def region_pixels(self) -> int:
+        return (self.region[2] - self.region[0]) * (self.region[3] - self.region[1])
+
+    def widened(self, margin: int, shape: tuple[int, int], align: int = 1) -> Crop:
+        """The same region with a window of `margin` pixels around it, rounded out to the
+        `align` grid (as the streamed blocks' windows are) and clipped to the plane."""
+        (y0, x0, y1, x1), (ny, nx) = self.region, shape
+        return Crop(self.region, (max(0, (y0 - margin) // align * align), max(0, (x0 - margin) // align * align),
+                                  min(ny, -(-(y1 + margin) // align) * align), min(nx, -(-(x1 + margin) // align) * align)))
+
+
+CROP_TILES = 2
+"""`crops` of a large plane: a CROP_TILES x CROP_TILES grid (benchmarks/results/estimate_cost.md)."""
+
+
+def crops(shape: tuple[int, int], pixels: int, margin: int, align: int = 1,
+          tiles: int | None = None) -> list[Crop] | None:
+    """Regions of a plane totalling about `pixels`, with windows of `margin` around them
+    (`Crop.widened`): ``tiles x tiles`` (default `CROP_TILES`) equal rectangles, each centred in
+    its cell of a ``tiles x tiles`` grid over the plane (deterministic, spread over it).
+
+    None (the whole plane) where `pixels` is 0, the plane has no more than `pixels`, or the
+    windows, run twice (SURE's two passes), would cost as much as one pass on the whole plane.
+    """
+    ny, nx = shape
+    if not pixels or ny * nx <= pixels:
+        return None
+    tiles = tiles or CROP_TILES
+    per = max(1, pixels // (tiles * tiles))
+    th = max(1, min(ny // tiles, math.isqrt(per)))
+    tw = max(1, min(nx // tiles, per // th))
+    th = max(1, min(ny // tiles, per // tw))  # a narrow plane gives the rest of the budget to the other axis
+    out = []
+    for i in range(tiles):
+        for j in range(tiles):
+            y0, x0 = (2 * i + 1) * ny // (2 * tiles) - th // 2, (2 * j + 1) * nx // (2 * tiles) - tw // 2
+            out.append(Crop((y0, x0, y0 + th, x0 + tw), (y0, x0, y0 + th, x0 + tw)).widened(margin, shape, align))
+    return out if 2 * sum(c.window_pixels for c in out) < ny * nx else None
+
+
+def pooled(whole: Estimate, parts: Sequence[Estimate]) -> Estimate:
+    """`whole`, the estimate over the pooled pixels of equal-sized crops, with the larger of its
+    standard error and the spread of the crops' own estimates (cluster sampling): the crops
+    stand for the plane, whose content outside them differs."""
+    if len(parts) < 2:
+        return whole
+    spread = float(np.std([p.mse for p in parts], ddof=1)) / math.sqrt(len(parts))
+    return Estimate(whole.mse, max(whole.se, spread))
+
+
+def cropped_sure(f: Callable[[np.ndarray, Crop], np.ndarray], noisy: np.ndarray, model: PoissonGaussian,
+                 seed: int, parts: Sequence[Crop]) -> tuple[Estimate, float]:
+    """`black_box_sure` on `parts` of a plane: ``f(window, crop)`` denoises a crop's window and
+    returns its region. Both ``f(y)`` and ``f(y + eps p)`` come from the same window, so the
+    divergence sees only the probe (not a difference between the window's and the whole
+    plane's output). The probe of crop ``k`` is seeded ``(seed, k)``; the step is the whole
+    plane's. The terms of all regions are pooled into one mean (see `pooled` for its error)."""
+    eps = probe_step(noisy, model)
+    arrays = []
+    for k, c in enumerate(parts):
+        wy0, wx0, wy1, wx1 = c.window
+        y = np.asarray(noisy[wy0:wy1, wx0:wx1], np.float64)
+        p = probe(y.shape, (seed, k))
+        arrays.append((y[c.inner].ravel(), np.asarray(f(y, c), np.float64).ravel(),
+                       np.asarray(f(y + eps * p, c), np.float64).ravel(), p[c.inner].ravel()))
+    whole = sure(*(np.concatenate(a) for a in zip(*arrays)), eps, model)
+    return pooled(whole, [sure(*a, eps, model) for a in arrays]), eps
 
 
 def identity_sure(noisy: np.ndarray, model: PoissonGaussian) -> Estimate:
@@ -146,15 +236,16 @@ def held_out(noisy: np.ndarray, predictions: list[np.ndarray], masks: list[np.nd
 
 
 def record(model: PoissonGaussian, energy: float, sure_estimate: Estimate, step: float, held: Estimate = NAN,
-           kind: str = "", draws: int = 0) -> dict[str, float | str | int | None]:
+           kind: str = "", draws: int = 0, pixels: int | None = None) -> dict[str, float | str | int | None]:
     """One plane's estimates as the denoising steps store them (output attributes ``estimates``,
     JSON: a missing number is null) and `n2sr.steps.evaluate` reads them; `energy` is the plane's
-    fitted noise energy ``mean(a y + b)``."""
+    fitted noise energy ``mean(a y + b)``, `pixels` how many pixels the estimates were computed on
+    (the whole plane's or its `crops`')."""
     numbers = {"noise_a": model.a, "noise_b": model.b, "noise_energy": energy,
                "sure_mse": sure_estimate.mse, "sure_se": sure_estimate.se,
                "sure_step": step, "held_out_mse": held.mse, "held_out_se": held.se}
     return {**{k: float(v) if math.isfinite(v) else None for k, v in numbers.items()},
-            "held_out_kind": kind if draws else "", "held_out_draws": draws if kind else 0}
+            "held_out_kind": kind if draws else "", "held_out_draws": draws if kind else 0, "pixels": pixels}
 
 
 def fit(noisy: np.ndarray) -> PoissonGaussian | None:
@@ -180,7 +271,7 @@ def from_record(entry: dict, prefix: str) -> Estimate:
 COLUMNS = ("noise_a", "noise_b", "noise_energy", "input_snr_db",
            "est_mse_sure", "est_mse_sure_se", "est_psnr_sure", "est_psnr_sure_lo", "est_psnr_sure_hi",
            "est_mse_held_out", "est_mse_held_out_se", "est_psnr_held_out", "est_psnr_held_out_lo",
-           "est_psnr_held_out_hi", "held_out_kind", "residual_ratio", "residual_lag1", "noise_lag1", "residual_flag")
+           "est_psnr_held_out_hi", "held_out_kind", "est_pixels", "residual_ratio", "residual_lag1", "noise_lag1", "residual_flag")
 """Per-image CSV columns of the estimates (documented in config/README.md, "Reference-free estimates")."""
 _MIN_SIDE = 28  # estimate_autocorrelation's smallest plane side (4 x its 7-pixel window)
 
@@ -217,6 +308,9 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
                     f"est_psnr_{name}_lo": lo, f"est_psnr_{name}_hi": hi})
     if entry is not None and not identity:
         out["held_out_kind"] = entry.get("held_out_kind") or ""
+        out["est_pixels"] = math.nan if entry.get("pixels") is None else float(entry["pixels"])
+    elif identity and noisy is not None:
+        out["est_pixels"] = float(np.size(noisy))
     if noisy is not None and not identity and min(np.shape(noisy)) >= _MIN_SIDE:
         noise_lag1 = estimate_autocorrelation(noisy).lag1
         check = residual_check(noisy, output, model, noise_lag1)

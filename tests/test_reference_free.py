@@ -117,6 +117,26 @@ def test_denoising_steps_store_one_estimate_per_plane(denoised):
             assert kind == "" or e["held_out_draws"] == 3
 
 
+def test_planes_above_estimate_pixels_are_estimated_on_crops(denoised, tmp_path):
+    """The 64 x 64 planes within the default budget: whole; a 448 x 448 plane with
+    --estimate-pixels 1024: 4 crops of 16 x 16, recorded and carried into the CSV (`est_pixels`)."""
+    for method in ("n2sr", "bm3d"):
+        assert {e["pixels"] for e in omezarr.read_attrs(denoised / f"{method}.zarr")["estimates"]} == {64 * 64}
+    images.write_image(tmp_path / "noisy.zarr", _noisy_stack(1, (448, 448), seed=1))
+    images.write_image(tmp_path / "clean.tif", _clean((448, 448), seed=1).astype(np.float32))
+    assert main(["denoise", str(denoised / "n2sr.pt"), str(tmp_path / "noisy.zarr"), str(tmp_path / "n2sr.zarr"),
+                 "--estimate-draws", "2", "--estimate-pixels", "1024"]) == 0
+    assert main(["bm3d", str(tmp_path / "noisy.zarr"), str(tmp_path / "bm3d.zarr"), "--estimate-pixels", "1024"]) == 0
+    for method in ("n2sr", "bm3d"):
+        (entry,) = omezarr.read_attrs(tmp_path / f"{method}.zarr")["estimates"]
+        assert entry["pixels"] == 1024 and math.isfinite(entry["sure_mse"])
+        assert (entry["held_out_mse"] is not None) == (method == "n2sr")
+        (row,) = evaluate(tmp_path / "clean.tif", [tmp_path / f"{method}.zarr"], csv=tmp_path / f"{method}.csv",
+                          data_range=255, methods=[method], labels={"configuration": "A"},
+                          noisy=tmp_path / "noisy.zarr")
+        assert row["est_pixels"] == 1024 and pd.read_csv(tmp_path / f"{method}.csv")["est_pixels"].tolist() == [1024]
+
+
 def test_no_estimates_when_turned_off(denoised, tmp_path):
     assert main(["denoise", str(denoised / "n2sr.pt"), str(denoised / "noisy.zarr"), str(tmp_path / "off.zarr"),
                  "--captures", "0", "--estimate-draws", "0"]) == 0

@@ -6,17 +6,24 @@ the held-out predictions of Theorem 1 (`draws` passes: Noise2SR's sub-sampled in
 size, whose 2x output predicts the complement pixels; the blind-spot input of Noise2Void or
 Noise2Self, whose output predicts the masked pixels). The sub-sampler and the masks are the
 training ones (`n2sr.nn.subsample`, `n2sr.nn.blindspot`), drawn from a generator seeded per plane.
+
+A plane of more than `pixels` (``denoise.estimate_pixels``) is estimated on `n2sr.estimate.crops`
+of about that many pixels, each run with the engine's block context around it as a streamed
+block is (twice that for Noise2SR's half-size sub-sampled input, whose network reach spans two
+plane pixels per pixel), so the passes cost about `pixels` however large the plane. SURE then
+takes the unperturbed output from the same windows as the perturbed one (one more pass on the
+crops, instead of the stored output), so the two differ by the probe only.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
 from n2sr import estimate
-from n2sr.config import N2SConfig, N2VConfig
+from n2sr.config import MULTIPLE, N2SConfig, N2VConfig
 from n2sr.nn.blindspot import n2s_mask, n2v_mask
 from n2sr.nn.subsample import subsample
 
@@ -25,36 +32,83 @@ HELD_OUT = {"n2sr": "complement", "n2v": "masked", "n2s": "masked"}
 
 
 class Runner(Protocol):
+    context: int
+
+    def denoise_window(self, planes: np.ndarray, window: Any, return_sr: bool = False,
+                       dtype: np.dtype | None = None) -> tuple[np.ndarray, np.ndarray | None]: ...
+
     def denoise_array(self, arr: np.ndarray, return_sr: bool = False, progress: bool = True
                       ) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
-def plane_estimates(runner: Runner, plane: np.ndarray, denoised: np.ndarray, *, method: str,
-                    settings: dict[str, Any] | None, sr: bool, draws: int, seed: int) -> dict[str, Any]:
-    """The estimates of one plane's output `denoised` (float, as the network gave it).
+def plane_estimates(runner: Runner, plane: np.ndarray, denoised: np.ndarray | Callable[[], np.ndarray], *,
+                    method: str, settings: dict[str, Any] | None, sr: bool, draws: int, seed: int,
+                    pixels: int = 0) -> dict[str, Any]:
+    """The estimates of one plane's output `denoised` (float, as the network gave it; or a
+    function giving it, called only where the whole plane is estimated).
 
     `sr`: the runner has the 2x head on the 2x2 sub-sampler (Noise2SR, stride 2); only then is
-    the complement estimate defined. Returns the fitted noise and both estimates (MSE and its
-    standard error, NaN where the method has none) as plain numbers for the output's attributes.
+    the complement estimate defined. `pixels`: estimate a larger plane on crops of about this
+    many pixels (0: the whole plane). Returns the fitted noise and both estimates (MSE and
+    its standard error, NaN where the method has none) as plain numbers for the output's attributes.
     """
     y = np.asarray(plane, np.float64)
     model = estimate.fit(y)
     if model is None:  # a constant or saturated plane: no noise to measure, no estimate
         return estimate.unavailable()
-    sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, denoised, model, seed)
     kind = HELD_OUT.get(method) if method != "n2sr" or sr else None
     held = estimate.NAN
-    if kind is not None and draws > 0:
-        preds, masks = held_out_predictions(runner, y, method, settings, draws, seed)
-        held = estimate.held_out(y, preds, masks, model)
+    near = estimate.crops(y.shape, pixels, runner.context, MULTIPLE)
+    if near is None:
+        out = denoised() if callable(denoised) else denoised
+        sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, out, model, seed)
+        if kind is not None and draws > 0:
+            preds, masks = held_out_predictions(runner, y, method, settings, draws, seed)
+            held = estimate.held_out(y, preds, masks, model)
+        counted = y.size
+    else:
+        sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, y.shape), y, model, seed, near)
+        if kind is not None and draws > 0:
+            reach = runner.context * (2 if method == "n2sr" else 1)
+            held = _cropped_held_out(runner, y, [c.widened(reach, y.shape, MULTIPLE) for c in near], model,
+                                     method, settings, draws, seed)
+        counted = sum(c.region_pixels for c in near)
     energy = float(np.mean(estimate.noise_variance(y, model)))
-    return estimate.record(model, energy, sure, eps, held, kind or "", draws if kind else 0)
+    return estimate.record(model, energy, sure, eps, held, kind or "", draws if kind else 0, counted)
+
+
+def _window(runner: Runner, z: np.ndarray, crop: estimate.Crop, shape: tuple[int, int]) -> np.ndarray:
+    """The output of `crop`'s region from its window `z`, as a streamed block computes it."""
+    y0, x0, y1, x1 = crop.window
+    out, _ = runner.denoise_window(np.asarray(z, np.float32)[None], ((y0, x0), crop.region, shape))
+    return out[0]
+
+
+def _cropped_held_out(runner: Runner, y: np.ndarray, parts: list[estimate.Crop], model, method: str,
+                      settings: dict[str, Any] | None, draws: int, seed: int) -> estimate.Estimate:
+    """`estimate.held_out` pooled over the regions of `parts` (its error as `estimate.pooled`):
+    each draw's predictions and masks are those of the windows (`held_out_predictions`), kept
+    on the regions."""
+    gen = torch.Generator().manual_seed(seed)
+    ys, preds, masks = [], [[] for _ in range(draws)], [[] for _ in range(draws)]
+    for c in parts:
+        wy0, wx0, wy1, wx1 = c.window
+        window = y[wy0:wy1, wx0:wx1]
+        ys.append(window[c.inner].ravel())
+        for j, (pred, mask) in enumerate(zip(*held_out_predictions(runner, window, method, settings, draws, gen))):
+            preds[j].append(pred[c.inner].ravel())
+            masks[j].append(mask[c.inner].ravel())
+    whole = estimate.held_out(np.concatenate(ys), [np.concatenate(p) for p in preds],
+                              [np.concatenate(m) for m in masks], model)
+    return estimate.pooled(whole, [estimate.held_out(ys[k], [p[k] for p in preds], [m[k] for m in masks], model)
+                                   for k in range(len(parts))])
 
 
 def held_out_predictions(runner: Runner, y: np.ndarray, method: str, settings: dict[str, Any] | None,
-                         draws: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """`draws` predictions of the plane and their held-out masks (see the module docstring)."""
-    gen = torch.Generator().manual_seed(seed)
+                         draws: int, seed: int | torch.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`draws` predictions of the plane and their held-out masks (see the module docstring),
+    drawn from a generator seeded `seed` (or `seed` itself, a generator shared by several crops)."""
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(y, np.float32))[None, None]
     preds, masks = [], []
     for _ in range(draws):

@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from n2sr.bm3d import bm3d_denoise
+from n2sr.bm3d import REACH, bm3d_denoise
 from n2sr.config import DenoiseConfig
-from n2sr.estimate import black_box_sure, fit, noise_variance, record, unavailable
+from n2sr.estimate import black_box_sure, cropped_sure, crops, fit, noise_variance, record, unavailable
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
@@ -23,10 +23,12 @@ from n2sr.io.provenance import versions
 
 def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
          captures: Sequence[int] | None = None, tiff: str | os.PathLike[str] | None = None,
-         pyramid: int = DenoiseConfig.pyramid, estimate: bool = True) -> None:
+         pyramid: int = DenoiseConfig.pyramid, estimate: bool = True,
+         estimate_pixels: int = DenoiseConfig.estimate_pixels) -> None:
     """`pyramid`: as `denoise.pyramid` (multiscale levels of a large Zarr output). `estimate`: also
     the Monte-Carlo SURE of every plane's output (`n2sr.estimate`), one more BM3D run per plane
-    on the perturbed input, under the plane's fitted noise model."""
+    on the perturbed input, under the plane's fitted noise model; a plane of more than
+    `estimate_pixels` (as `denoise.estimate_pixels`) gets it from crops instead."""
     check_outputs([input], [output, tiff])
     selection = select(input, captures)
     stack = selection.read()
@@ -35,7 +37,7 @@ def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     for i, index in enumerate(np.ndindex(*stack.shape[:-2])):
         denoised[index] = bm3d_denoise(stack[index])
         if estimate:
-            estimates.append(_sure(stack[index], denoised[index], seed=i))
+            estimates.append(_sure(stack[index], denoised[index], seed=i, pixels=estimate_pixels))
     attrs = {"source": str(selection.path), "captures": selection.captures, "method": "bm3d",
              "noise": "blind Poisson-Gaussian + GAT", "versions": versions(),
              **({"estimates": estimates} if estimate else {})}
@@ -44,13 +46,20 @@ def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         write_image(tiff, denoised, attrs=attrs)
 
 
-def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int) -> dict:
+def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int, pixels: int = 0) -> dict:
     """SURE of BM3D under the noise model fitted to `plane` (the one BM3D itself uses; a
-    negative gain is BM3D's Gaussian case, as ``a = 0``)."""
+    negative gain is BM3D's Gaussian case, as ``a = 0``). A plane of more than `pixels` (0: no
+    limit) is estimated on `crops` with `REACH` around them (where those cost less), BM3D run on
+    each window twice (with and without the probe), so `denoised` is not used there."""
     y = np.asarray(plane, np.float64)
     model = fit(y)
     if model is None:  # a constant or saturated plane: no noise to measure, no estimate
         return unavailable()
     noise = (max(model.a, 0.0), model.b)
     energy = float(np.mean(noise_variance(y, model)))
-    return record(model, energy, *black_box_sure(lambda z: bm3d_denoise(z, noise=noise), y, denoised, model, seed))
+    near = crops(y.shape, pixels, REACH)
+    if near is None:
+        sure, eps = black_box_sure(lambda z: bm3d_denoise(z, noise=noise), y, denoised, model, seed)
+        return record(model, energy, sure, eps, pixels=y.size)
+    sure, eps = cropped_sure(lambda z, c: bm3d_denoise(z, noise=noise)[c.inner], y, model, seed, near)
+    return record(model, energy, sure, eps, pixels=sum(c.region_pixels for c in near))

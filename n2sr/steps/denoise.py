@@ -86,7 +86,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     # Reference-free estimates of every plane (n2sr.nn.probe), from the finished output: a
     # scattered stack's by its gather job, as one job's (parts hold blocks, not planes).
     estimates = (lambda array: _estimates(runner, selection, _reader(array, selection.shape, dtype), ckpt, stride,
-                                          cfg.estimate_draws)) if cfg.estimate_draws else None
+                                          cfg.estimate_draws, cfg.estimate_pixels)) if cfg.estimate_draws else None
     if stage is not None and stage.kind == "gather":
         _gather(output, outputs, attrs, stage, tiff, cfg.pyramid, estimates)
         return
@@ -137,17 +137,18 @@ def _reader(array, shape: Sequence[int], dtype: np.dtype) -> Callable[[int], np.
 
 
 def _estimates(runner: Engine | Decorrelated, selection, output: Callable[[int], np.ndarray] | None,
-               ckpt: dict, stride: int, draws: int) -> list[dict]:
+               ckpt: dict, stride: int, draws: int, pixels: int) -> list[dict]:
     """Reference-free estimates of every selected plane (flat index over the leading axes), from
-    the float output `output(i)` (None: recomputed, as the written output was rounded to integers)."""
+    the float output `output(i)` (None: recomputed, as the written output was rounded to integers;
+    neither where the plane is estimated on crops of `pixels`, which compute their own)."""
     rows = []
     for i in range(int(np.prod(selection.shape[:-2]))):
         noisy = selection[np.unravel_index(i, selection.shape[:-2])]
-        denoised = output(i) if output is not None else runner.denoise_array(noisy.astype(np.float32),
-                                                                           progress=False)[0]
-        rows.append(plane_estimates(runner, noisy, np.asarray(denoised), method=ckpt["method"],
+        denoised = (lambda: np.asarray(output(i))) if output is not None else (  # noqa: E731
+            lambda: runner.denoise_array(noisy.astype(np.float32), progress=False)[0])
+        rows.append(plane_estimates(runner, noisy, denoised, method=ckpt["method"],
                                     settings=ckpt.get("method_config"), sr=ckpt["scale"] == 2 and stride == 2,
-                                    draws=draws, seed=i))
+                                    draws=draws, seed=i, pixels=pixels))
     return rows
 
 

@@ -228,7 +228,8 @@ INGEST_OPTIONS = cli_options({"codec": None if config["ingest"]["codec"] == "zst
 EVALUATE_NOISY_OPTIONS = cli_options({"captures": config["test_captures"], **config["evaluate"]})
 EVALUATE_OPTIONS = cli_options(config["evaluate"])
 BM3D_OPTIONS = cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"],
-                            "estimate": config["denoise"]["estimate_draws"] > 0})
+                            "estimate": config["denoise"]["estimate_draws"] > 0,
+                            "estimate_pixels": config["denoise"]["estimate_pixels"]})
 
 INGEST_PART_SIZE = config["ingest"]["part_size"]  # source pixels per ingest job; None: one job each
 
