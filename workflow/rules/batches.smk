@@ -65,7 +65,6 @@ def evaluate_command(m: Member) -> str:
             f"--method {m.method} {labels} {EVALUATE_OPTIONS}")
 
 
-DENOISE_OPTIONS = denoise_options()
 BATCH = "n2sr batch {params.jobs:q} > {log:q} 2>&1"
 
 

@@ -225,6 +225,7 @@ def denoise_options() -> str:
 # job whose command changed (params trigger), and an upgrade must not re-ingest whole archives.
 INGEST_OPTIONS = cli_options({"codec": None if config["ingest"]["codec"] == "zstd" else config["ingest"]["codec"],
                               "clevel": config["ingest"]["clevel"]})
+DENOISE_OPTIONS = denoise_options()
 EVALUATE_NOISY_OPTIONS = cli_options({"captures": config["test_captures"], **config["evaluate"]})
 EVALUATE_OPTIONS = cli_options(config["evaluate"])
 BM3D_OPTIONS = cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"],
