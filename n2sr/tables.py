@@ -94,19 +94,27 @@ def unscored_rows(names: list[str], *, data_range: float, source: str, reason: s
 
 def summary_table(per_image: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1; NaN for n=1) and n per configuration x method, of the true
-    scores and (where the rows have them) of the estimated PSNRs, NaN skipped.
+    scores and (where the rows have them) of the estimated PSNRs, NaN skipped. An estimated PSNR of
+    +inf (MSE estimate <= 0) is left out of its mean and std and counted in ``<estimate>_n_inf``.
 
     Groups keep their order of first appearance, with ``noisy`` first within each
     configuration, so the baseline reads first.
     """
-    metrics = [*METRICS, *(c for c in ESTIMATES if c in per_image.columns)]
-    grouped = per_image.groupby(["configuration", "method"], sort=False)[metrics]
+    estimates = [c for c in ESTIMATES if c in per_image.columns]
+    keys = [per_image["configuration"], per_image["method"]]
+    # An estimated MSE <= 0 reads as +inf dB; it is counted, not averaged (one would make the mean inf).
+    unbounded = {c: np.isposinf(per_image[c].astype(float)) for c in estimates}
+    frame = per_image.assign(**{c: per_image[c].astype(float).mask(unbounded[c]) for c in estimates})
+    grouped = frame.groupby(["configuration", "method"], sort=False)[[*METRICS, *estimates]]
     stats = grouped.agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats.insert(0, "n", grouped.size())
+    for c in estimates:
+        stats.insert(stats.columns.get_loc(f"{c}_std") + 1, f"{c}_n_inf",
+                     unbounded[c].groupby(keys, sort=False).sum().astype(int))
     if NO_REFERENCE in per_image.columns:  # why a group's true scores are missing, where they are
         reasons = per_image[NO_REFERENCE].fillna("").astype(str)
-        stats[NO_REFERENCE] = reasons.groupby([per_image["configuration"], per_image["method"]], sort=False).agg(
+        stats[NO_REFERENCE] = reasons.groupby(keys, sort=False).agg(
             lambda r: "; ".join(dict.fromkeys(x for x in r if x)))
     stats = stats.reset_index()
     configs = list(dict.fromkeys(stats["configuration"]))

@@ -134,3 +134,15 @@ def test_evaluate_step_range_source_and_bits(tmp_path):
     summary = summarize([tmp_path / "m.csv"], tmp_path / "reports")
     assert summary.loc[0, "n"] == 1
     assert pd.read_csv(tmp_path / "reports/table_fixed.csv").loc[0, "convention"] == "fixed"
+
+
+def test_summary_counts_unbounded_estimates():
+    """A plane whose MSE estimate is <= 0 (+inf dB) is counted, not averaged into an inf mean."""
+    rows = pd.DataFrame({"configuration": "A", "method": "n2sr", "image": ["i0", "i1", "i2"],
+                         **{m: 1.0 for m in tables.METRICS},
+                         "est_psnr_sure": [30.0, math.inf, 34.0], "est_psnr_held_out": [31.0, 33.0, np.nan]})
+    summary = tables.summary_table(rows).iloc[0]
+    assert summary.est_psnr_sure_mean == pytest.approx(32.0) and summary.est_psnr_sure_n_inf == 1
+    assert summary.est_psnr_held_out_mean == pytest.approx(32.0) and summary.est_psnr_held_out_n_inf == 0
+    columns = list(tables.summary_table(rows).columns)
+    assert columns.index("est_psnr_sure_n_inf") == columns.index("est_psnr_sure_std") + 1
