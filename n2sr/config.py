@@ -187,11 +187,16 @@ class IngestConfig:
     clevel : Blosc level of `codec`, 0-9. With zstd on 8-bit FMD captures 1 takes 3.5-4x less CPU
         than 5 for 1.6% more bytes (0.565 vs 0.556 of the raw size); on noisy 16-bit stacks both
         cost the same (``benchmarks/results/ingest.md``).
+    shard_mb : MiB of planes per shard file (`omezarr.plane_shards`): a stack's planes are stored in
+        runs of this size, one file each, instead of one file per plane, which halves ingest's CPU
+        per byte (``benchmarks/results/ingest.md``) and spares cluster file systems; readers see the
+        same planes. 0: one file per plane. A plane tiled into several chunks is never sharded.
     """
 
     part_size: int | None = None
     codec: Literal["zstd", "lz4"] = "zstd"
     clevel: int = 5
+    shard_mb: float = 64.0
 
     def __post_init__(self) -> None:
         if self.part_size is not None and self.part_size < 1:
@@ -200,6 +205,8 @@ class IngestConfig:
             raise ValueError(f"clevel must be an integer from 0 to 9, got {self.clevel!r}")
         if self.codec not in ("zstd", "lz4"):
             raise ValueError(f"codec must be zstd or lz4, not {self.codec!r}")
+        if isinstance(self.shard_mb, bool) or not (isinstance(self.shard_mb, (int, float)) and self.shard_mb >= 0):
+            raise ValueError(f"shard_mb must be a number >= 0 (MiB; 0 = no shards), got {self.shard_mb!r}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Ingest scattered over K jobs (`n2sr ingest --part`, `n2sr.io.parts`): K = 1 and K = 4 give the
 same bytes, the output appears only after gather, a killed part is redone alone, and parts whose
-boundaries would not fit the prepared output are refused before anything is written."""
+boundaries would not fit the prepared output are refused before anything is written; each with one
+file per plane and with shards of 5 planes (parts are runs of whole shards)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,19 @@ def source(tmp_path) -> Path:
     return tmp_path / "s.tif"
 
 
+SHARDS = {"0": None, "0.01": 5}  # --shard-mb: planes per shard of the fixture's 24 x 40 uint16 planes
+LAYOUT = ["0"]
+
+
+@pytest.fixture(autouse=True, params=list(SHARDS))
+def layout(request) -> int | None:
+    """Every test here runs with one file per plane and with shards of 5 planes."""
+    LAYOUT[0] = request.param
+    return SHARDS[request.param]
+
+
 def ingest(source: Path, out: Path, *extra: str) -> int:
-    return main(["ingest", str(source), str(out), *extra])
+    return main(["ingest", str(source), str(out), "--shard-mb", LAYOUT[0], *extra])
 
 
 def scattered(source: Path, out: Path, count: int, order=None) -> None:
@@ -84,7 +96,7 @@ KILLED_PART = textwrap.dedent("""
 """)
 
 
-def test_a_part_killed_mid_way_is_redone_alone(tmp_path, source):
+def test_a_part_killed_mid_way_is_redone_alone(tmp_path, source, layout):
     out = tmp_path / "out.zarr"
     assert ingest(source, out, "--part", "prepare/4") == 0
     for k in (1, 2, 4):
@@ -96,11 +108,12 @@ def test_a_part_killed_mid_way_is_redone_alone(tmp_path, source):
     before = {p: p.stat().st_mtime_ns for p in parts.folder(out).rglob("*") if p.is_file()}
     assert ingest(source, out, "--part", "gather/4") == 1  # the killed part is not done
     assert ingest(source, out, "--part", "3/4") == 0
-    start, stop = parts.split(37, 4)[2]
+    start, stop = parts.plane_runs((37, 1, 1), layout and (layout, 1, 1), 4)[2]
     after = {p: p.stat().st_mtime_ns for p in parts.folder(out).rglob("*") if p.is_file()}
     touched = {p for p in after if before.get(p) != after[p]}
-    planes = {int(p.relative_to(parts.partial(out, out) / "0" / "c").parts[0]) for p in touched if "/c/" in p.as_posix()}
-    assert planes <= set(range(start, stop)) and planes  # only part 3's chunks were written again
+    files = {int(p.relative_to(parts.partial(out, out) / "0" / "c").parts[0]) for p in touched if "/c/" in p.as_posix()}
+    planes = {f * (layout or 1) for f in files}  # a shard's first plane
+    assert planes <= set(range(start, stop)) and planes  # only part 3's chunks (shards) were written again
     assert {p.name for p in touched if "/c/" not in p.as_posix()} == {"part-3-of-4.json"}
     assert ingest(source, out, "--part", "gather/4") == 0
     assert ingest(source, tmp_path / "one.zarr") == 0
@@ -109,7 +122,7 @@ def test_a_part_killed_mid_way_is_redone_alone(tmp_path, source):
 
 def test_misfitting_parts_are_refused_before_anything_is_written(tmp_path, source, capsys):
     out = tmp_path / "out.zarr"
-    assert ingest(source, out, "--part", "prepare/40") == 1  # 40 parts of 37 planes: one would be empty
+    assert ingest(source, out, "--part", "prepare/40") == 1  # 40 parts of 37 planes (8 shards): one would be empty
     assert "a part would be empty" in capsys.readouterr().err and not parts.folder(out).exists()
     assert ingest(source, out, "--part", "prepare/4") == 0
     assert ingest(source, out, "--part", "1/3") == 1  # prepared for 4 parts

@@ -15,7 +15,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from n2sr.errors import InputError
-from n2sr.io import images, omezarr, stream
+from n2sr.io import images, omezarr, parts, stream
 from n2sr.steps import ingest as ingest_mod
 from n2sr.steps.ingest import ingest
 
@@ -28,30 +28,38 @@ def stack(shape, dtype=np.uint16, seed=0):
     return np.random.default_rng(seed).integers(0, 4000, shape).astype(dtype)
 
 
-@pytest.mark.parametrize(("workers", "byteorder", "compression", "codec"),
-                         [(1, "<", None, "zstd"), (3, "<", None, "zstd"), (3, ">", None, "zstd"),
-                          (2, "<", "zlib", "zstd"), (2, "<", None, "lz4"), (1, ">", None, "lz4")])
+@pytest.mark.parametrize(("workers", "byteorder", "compression", "codec", "shard_mb", "shards"),
+                         [(1, "<", None, "zstd", 0, None), (3, "<", None, "zstd", 0, None),
+                          (3, ">", None, "zstd", 0.01, 5), (2, "<", "zlib", "zstd", 64, 37),
+                          (2, "<", None, "lz4", 0, None), (1, ">", None, "lz4", 0.01, 5), (3, "<", None, "lz4", 0.01, 5)])
 def test_threaded_ingest_is_tifffile_and_zarr_bit_for_bit(tmp_path, monkeypatch, workers, byteorder, compression,
-                                                          codec):
-    """37 pages (no multiple of the workers or of the planes in flight), some all zero (zarr stores
-    no chunk for those), little- and big-endian, raw and compressed pages, zstd and lz4: the array
-    is tifffile's, the sha256 is the file's, and every file of the output (metadata and chunks) is
-    what zarr itself writes for the same array, codec and attributes."""
+                                                          codec, shard_mb, shards):
+    """37 pages (no multiple of the workers, of the planes in flight or of the planes per shard), some
+    all zero (zarr stores no chunk for those, and no shard for a shard of them: planes 35-36), little-
+    and big-endian, raw and compressed pages, zstd and lz4, one file per plane or shards of 5 or of
+    all 37 planes: the array is tifffile's, the sha256 is the file's, and every file of the output
+    (metadata, chunks, shards) is what zarr itself writes for the same array, codec and attributes."""
     data = stack((37, 24, 40))
-    data[[0, 5, 36]] = 0
+    data[[0, 5, 35, 36]] = 0
     source = tmp_path / "s.tif"
     tifffile.imwrite(source, data, photometric="minisblack", byteorder=byteorder, compression=compression)
     monkeypatch.setattr(stream, "available_cpus", lambda: workers)
-    ingest(source, tmp_path / "out.zarr", ingest_mod.IngestConfig(codec=codec))
+    ingest(source, tmp_path / "out.zarr", ingest_mod.IngestConfig(codec=codec, shard_mb=shard_mb))
     np.testing.assert_array_equal(omezarr.open_image(tmp_path / "out.zarr")[:, 0, 0], tifffile.imread(source))
     attrs = omezarr.read_attrs(tmp_path / "out.zarr")
     assert attrs["sha256"] == images.sha256_file(source) == attrs["source_files"][0]["sha256"]
+    assert omezarr.open_image(tmp_path / "out.zarr").shards == (None if shards is None else (shards, 1, 1, 24, 40))
     reference = omezarr.create_image(tmp_path / "ref.zarr", data.shape, data.dtype,
                                      attrs={k: v for k, v in attrs.items() if k != "n2sr_version"},
-                                     codec=omezarr.compressor(5, codec))
-    reference[:, 0, 0] = data  # zarr's own encoding and chunk files
+                                     codec=omezarr.compressor(5, codec),
+                                     shards=None if shards is None else (shards, 1, 1, 24, 40))
+    reference[:, 0, 0] = data  # zarr's own encoding and chunk (shard) files
     assert files_of(tmp_path / "out.zarr") == files_of(tmp_path / "ref.zarr")
-    assert not (tmp_path / "out.zarr" / "0" / "c" / "5").exists()  # an all-zero plane has no chunk
+    files = {p.relative_to(tmp_path / "out.zarr" / "0" / "c").parts[0] for p in (tmp_path / "out.zarr" / "0" / "c").rglob("*")}
+    if shards is None:
+        assert "5" not in files  # an all-zero plane has no chunk
+    else:
+        assert files == {str(i) for i in range(-(-37 // shards))} - ({"7"} if shards == 5 else set())
 
 
 @pytest.mark.parametrize("codec", ["zstd", "lz4"])
@@ -145,24 +153,46 @@ def test_ingest_never_imports_torch(tmp_path):
 
 
 def test_codec_and_clevel_set_the_stored_blosc_settings_and_nothing_else(tmp_path):
-    """--codec lz4 / --clevel 1 change the stored Blosc compressor and level only: every output
-    reads back as the source; the default stays zstd 5 bitshuffled (existing outputs unchanged)."""
+    """--codec lz4 / --clevel 1 / --shard-mb 0 change the stored Blosc compressor, level or shards only:
+    every output reads back as the source; the default stays zstd 5 bitshuffled."""
     from n2sr.cli import main
 
     data = stack((5, 16, 24))
     tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack")
-    runs = {"default.zarr": [], "one.zarr": ["--clevel", "1"], "lz4.zarr": ["--codec", "lz4"]}
+    runs = {"default.zarr": [], "one.zarr": ["--clevel", "1"], "lz4.zarr": ["--codec", "lz4"],
+            "plain.zarr": ["--shard-mb", "0"]}
     settings = {}
     for name, options in runs.items():
         assert main(["ingest", str(tmp_path / "s.tif"), str(tmp_path / name), *options]) == 0
         image = omezarr.open_image(tmp_path / name)
-        blosc = image.metadata.to_dict()["codecs"][1]["configuration"]
-        settings[name] = (blosc["cname"], blosc["clevel"], blosc["shuffle"])
+        blosc = image.compressors[0].to_dict()["configuration"]
+        settings[name] = (blosc["cname"], blosc["clevel"], blosc["shuffle"], image.shards)
         np.testing.assert_array_equal(image[:, 0, 0], data)
-    assert settings == {"default.zarr": ("zstd", 5, "bitshuffle"), "one.zarr": ("zstd", 1, "bitshuffle"),
-                        "lz4.zarr": ("lz4", 5, "bitshuffle")}
+    shards = (5, 1, 1, 16, 24)  # the default 64 MiB holds all 5 planes
+    assert settings == {"default.zarr": ("zstd", 5, "bitshuffle", shards), "one.zarr": ("zstd", 1, "bitshuffle", shards),
+                        "lz4.zarr": ("lz4", 5, "bitshuffle", shards), "plain.zarr": ("zstd", 5, "bitshuffle", None)}
     with pytest.raises(ValueError, match="clevel"):
         ingest(tmp_path / "s.tif", tmp_path / "bad.zarr", ingest_mod.IngestConfig(clevel=10))
     with pytest.raises(ValueError, match="codec"):
         ingest(tmp_path / "s.tif", tmp_path / "bad.zarr", ingest_mod.IngestConfig(codec="gzip"))
+    with pytest.raises(ValueError, match="shard_mb"):
+        ingest(tmp_path / "s.tif", tmp_path / "bad.zarr", ingest_mod.IngestConfig(shard_mb=-1))
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_shards_run_along_the_innermost_long_axis_and_are_written_whole(tmp_path):
+    """z-stacks of 2 time points, shards of 4 planes along z: the units a scattered ingest may not
+    split restart at every t; a copy that leaves a shard short raises and writes no file for it."""
+    shape = (2, 1, 11, 24, 40)
+    shards = omezarr.plane_shards(shape, np.uint16, 4 * 24 * 40 * 2 / 2**20)
+    assert shards == (1, 1, 4, 24, 40)
+    assert parts.plane_units(shape, shards) == [(0, 4), (4, 8), (8, 11), (11, 15), (15, 19), (19, 22)]
+    assert parts.plane_runs(shape, shards, 4) == [(0, 4), (4, 11), (11, 15), (15, 22)]
+    assert omezarr.plane_shards((3, 1, 1, 4096, 4096), np.uint16, 64) is None  # tiled planes: no shards
+    array = omezarr.create_image(tmp_path / "a.zarr", shape, np.uint16, shards=shards)
+    writer = stream.ChunkWriter(tmp_path / "a.zarr", array)
+    planes = stack(shape)
+    with pytest.raises(ValueError, match=r"shards \[\(0, 0, 1, 0, 0\)\] got only some"):
+        stream.copy_planes([((0, 0, z), lambda z=z: planes[0, 0, z]) for z in range(6)], writer)
+    assert sorted(p.relative_to(tmp_path / "a.zarr" / "0").as_posix() for p in (tmp_path / "a.zarr" / "0").rglob("*")
+                  if p.is_file()) == ["c/0/0/0/0/0", "zarr.json"]

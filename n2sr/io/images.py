@@ -230,14 +230,20 @@ def image_info(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype]
             with open_png(path) as img:
                 return (img.height, img.width), np.dtype(_png_dtype(path, img))
         if kind == "tiff":
-            with tifffile.TiffFile(path) as tif:
-                series = first_series(path, tif)
-                axes = tiff_plane_axes(path, series.axes, series.shape)
-                sizes = dict(zip(axes, series.shape))
-                lead = [n for a, n in zip(axes, series.shape) if a not in "YXS"]
-                return (*lead, sizes["Y"], sizes["X"]), np.dtype(series.dtype)
+            axes, shape, dtype = tiff_layout(path)
+            sizes = dict(zip(axes, shape))
+            lead = [n for a, n in zip(axes, shape) if a not in "YXS"]
+            return (*lead, sizes["Y"], sizes["X"]), dtype
         arr = open_zarr_array(path)
         return tuple(arr.shape), np.dtype(arr.dtype)
+
+
+def tiff_layout(path: str | os.PathLike[str]) -> tuple[str, tuple[int, ...], np.dtype]:
+    """Axes, shape and dtype of a TIFF's first series, from its header."""
+    path = check_exists(path)
+    with reading(path, "tiff"), tifffile.TiffFile(path) as tif:
+        series = first_series(path, tif)
+        return tiff_plane_axes(path, series.axes, series.shape), tuple(series.shape), np.dtype(series.dtype)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

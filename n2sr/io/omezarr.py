@@ -1,7 +1,8 @@
 """OME-Zarr v3 (NGFF 0.5) images in n2sr's one canonical layout.
 
 Every stage reads and writes the same layout (group with one array ``0``, axes
-``t c z y x``, one chunk per plane or plane tile), so steps can stream plane by plane,
+``t c z y x``, one chunk per plane or plane tile, ingested stacks with runs of planes in one
+shard file), so steps can stream plane by plane,
 tiles can be aligned to chunks, and Fiji/napari (via their OME-Zarr readers) open outputs.
 """
 
@@ -52,6 +53,27 @@ def plane_chunks(shape: Sequence[int]) -> tuple[int, int, int, int, int]:
     return (1, 1, 1, min(ny, MAX_CHUNK), min(nx, MAX_CHUNK))
 
 
+def plane_shards(shape: Sequence[int], dtype: Any, shard_mb: float) -> tuple[int, ...] | None:
+    """Shards of whole planes for an array of plane chunks: runs of up to `shard_mb` MiB of planes
+    along the innermost of ``t c z`` longer than 1, so a shard's planes are consecutive in
+    ``t c z`` order. None (one file per chunk) when that would put fewer than 2 planes in a shard
+    or a plane is tiled into several chunks (its tiles are already large files).
+
+    One file per plane costs ingest more kernel time creating, writing and syncing files than
+    compressing them (``benchmarks/results/ingest.md``), and cluster file systems serve a
+    few large files far better than many small ones."""
+    shape5 = canonical_shape(shape)
+    chunks = plane_chunks(shape5)
+    if not shard_mb or chunks[-2:] != shape5[-2:]:
+        return None
+    axis = next((a for a in (2, 1, 0) if shape5[a] > 1), None)
+    plane_bytes = shape5[-2] * shape5[-1] * np.dtype(dtype).itemsize
+    k = 0 if axis is None else min(shape5[axis], int(shard_mb * 2**20 // plane_bytes))
+    if k < 2:
+        return None
+    return tuple(k if a == axis else n for a, n in enumerate(chunks))
+
+
 def ngff_attributes(*, name: str = "image", scale: Sequence[float] | None = None,
                     units: dict[str, str] | None = None) -> dict[str, Any]:
     """NGFF 0.5 ``ome`` attributes for one full-resolution dataset ``0``.
@@ -81,12 +103,13 @@ def ngff_attributes(*, name: str = "image", scale: Sequence[float] | None = None
 def create_image(path: str | os.PathLike[str], shape: Sequence[int], dtype: Any, *,
                  chunks: Sequence[int] | None = None, attrs: dict[str, Any] | None = None,
                  scale: Sequence[float] | None = None, units: dict[str, str] | None = None,
-                 codec: BloscCodec = COMPRESSOR) -> zarr.Array:
+                 codec: BloscCodec = COMPRESSOR, shards: Sequence[int] | None = None) -> zarr.Array:
     """Create an empty OME-Zarr image at `path` and return its array ``0`` for writing.
 
     `shape` is ``(y, x)``, ``(t, y, x)`` or ``(t, c, z, y, x)`` (see `canonical_shape`). `attrs`
     (provenance: source path, sha256, source dtype, ...) is stored under the group
-    attribute ``n2sr`` together with the n2sr version; `codec` compresses the chunks. Fails if `path` exists
+    attribute ``n2sr`` together with the n2sr version; `codec` compresses the chunks; `shards`
+    (see `plane_shards`) groups chunks into shard files (write them whole: `n2sr.io.stream`). Fails if `path` exists
     (mode ``w-``): callers write into an `n2sr.io.atomic_path` temp directory.
     """
     shape5 = canonical_shape(shape)
@@ -103,6 +126,7 @@ def create_image(path: str | os.PathLike[str], shape: Sequence[int], dtype: Any,
         shape=shape5,
         dtype=np.dtype(dtype),
         chunks=chunks5,
+        shards=None if shards is None else canonical_shape(shards),
         compressors=codec,
         fill_value=0,
         dimension_names=AXES,
@@ -135,6 +159,13 @@ def write_attrs(path: str | os.PathLike[str], attrs: dict[str, Any]) -> None:
     """Replace the ``n2sr`` provenance attributes of an OME-Zarr image (with the n2sr version)."""
     group = zarr.open_group(store=os.fspath(path), mode="r+")
     group.attrs["n2sr"] = {"n2sr_version": __version__, **attrs}
+
+
+def tczyx_shape(axes: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """The 5-D shape `to_tczyx` gives an array of `shape` with tifffile `axes` (no pixels touched)."""
+    grid = tuple(1 if a in "YXS" else n for a, n in zip(axes.upper(), shape))
+    sizes = dict(zip(axes.upper(), shape))
+    return (*to_tczyx(np.empty(grid, np.uint8), axes).shape[:3], sizes["Y"], sizes["X"])
 
 
 def to_tczyx(arr: Any, axes: str) -> Any:

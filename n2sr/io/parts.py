@@ -131,13 +131,37 @@ def evaluate_count(path: str | os.PathLike[str], captures: Sequence[int] | None,
     return count(math.prod(shape), shape[0], part_size)
 
 
-def ingest_count(source: str | os.PathLike[str], *, part_size: int | None) -> int:
-    """K of the scattered ingest of a TIFF stack (its header only): runs of whole planes of about
-    `part_size` pixels. A PNG or a folder series is converted by one job."""
+def plane_units(shape: Sequence[int], shards: Sequence[int] | None) -> list[tuple[int, int]]:
+    """The runs ``[start, stop)`` of planes (numbered in ``t c z`` order) that a scattered ingest
+    may not split: each shard's planes (consecutive: `omezarr.plane_shards`), or single planes."""
+    n = math.prod(shape[:3])
+    if shards is None:
+        return [(i, i + 1) for i in range(n)]
+    axis = next(a for a in range(3) if shards[a] > 1)
+    size, k = shape[axis], shards[axis]  # the innermost axis longer than 1: a shard's planes are consecutive
+    return [(outer * size + start, outer * size + min(start + k, size))
+            for outer in range(n // size) for start in range(0, size, k)]
+
+
+def plane_runs(shape: Sequence[int], shards: Sequence[int] | None, count: int) -> list[tuple[int, int]]:
+    """`count` runs of whole units (`plane_units`) of planes, as equal as can be; refused (ValueError)
+    before anything is written when a run would be empty."""
+    units = plane_units(shape, shards)
+    if not 1 <= count <= len(units):
+        raise ValueError(f"{count} parts of {len(units)} {'shard' if shards else 'plane'}(s): a part would be "
+                         f"empty; use at most {len(units)}")
+    return [(units[a][0], units[b - 1][1]) for a, b in split(len(units), count)]
+
+
+def ingest_count(source: str | os.PathLike[str], *, part_size: int | None, shard_mb: float = 0) -> int:
+    """K of the scattered ingest of a TIFF stack (its header only): runs of whole shards (planes)
+    of about `part_size` pixels. A PNG or a folder series is converted by one job."""
     if part_size is None or Path(source).is_dir() or Path(source).suffix.lower() not in images.TIFF_SUFFIXES:
         return 1
-    shape, _ = images.image_info(source)
-    return count(math.prod(shape), math.prod(shape[:-2]), part_size)
+    axes, series_shape, dtype = images.tiff_layout(source)
+    shape = omezarr.tczyx_shape(axes, series_shape)
+    units = plane_units(shape, omezarr.plane_shards(shape, dtype, shard_mb))
+    return count(math.prod(shape), len(units), part_size)
 
 
 def layout(blocks: Sequence[Block]) -> list[list[int]]:

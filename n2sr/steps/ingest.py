@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import math
 import os
 import re
 import threading
@@ -21,7 +20,6 @@ from typing import Any, Iterator
 import numpy as np
 import tifffile
 import zarr
-from zarr.codecs import BloscCodec
 
 from n2sr.config import IngestConfig
 from n2sr.errors import InputError
@@ -79,7 +77,6 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], cfg
     out = Path(out_zarr)
     check_outputs([source], [out])
     stage = parts.parse(part) if part is not None else None
-    codec = omezarr.compressor(cfg.clevel, cfg.codec)
     if out.suffix.lower() != ".zarr":
         raise ValueError(f"{out}: ingest writes OME-Zarr; name the output *.zarr")
     is_series = source.is_dir() and not (source / "zarr.json").is_file()
@@ -89,27 +86,32 @@ def ingest(source: str | os.PathLike[str], out_zarr: str | os.PathLike[str], cfg
     if stage is not None:
         if kind != "tiff":
             raise InputError(source, "--part converts TIFF stacks; ingest a PNG or a folder in one job")
-        _ingest_stage(source, out, stage, codec)
+        _ingest_stage(source, out, stage, cfg)
         return out
     with atomic_path(out) as tmp:
         if kind == "tiff":
-            _ingest_tiff(source, tmp, codec)
+            _ingest_tiff(source, tmp, cfg)
         elif kind == "png":
             sha = sha256_file(source)
-            _ingest_planes([source], tmp, source, sha, [sha], codec)
+            _ingest_planes([source], tmp, source, sha, [sha], cfg)
         else:
             files = series_files(source)
             checksums = [sha256_file(f) for f in files]
             combined = hashlib.sha256("\n".join(sorted(checksums)).encode("ascii")).hexdigest()
-            _ingest_planes(files, tmp, source, combined, checksums, codec)
+            _ingest_planes(files, tmp, source, combined, checksums, cfg)
     return out
 
 
-def _ingest_tiff(path: Path, tmp: Path, codec: BloscCodec) -> None:
+def _create(path: Path, shape: tuple[int, ...], dtype: np.dtype, attrs: dict[str, Any], cfg: IngestConfig) -> zarr.Array:
+    """The empty output: plane chunks in shards of about ``cfg.shard_mb``, ``cfg``'s compressor."""
+    return omezarr.create_image(path, shape, dtype, attrs=attrs, codec=omezarr.compressor(cfg.clevel, cfg.codec),
+                                shards=omezarr.plane_shards(shape, dtype, cfg.shard_mb))
+
+
+def _ingest_tiff(path: Path, tmp: Path, cfg: IngestConfig) -> None:
     """Hash, decode and compress at once (`n2sr.io.stream`); the checksum goes in once the planes are in."""
     with stream.hashing(path) as sha256, _tiff(path) as (tif, series, axes, attrs):
-        writer = stream.ChunkWriter(tmp, omezarr.create_image(tmp, _out_shape(series, axes), series.dtype,
-                                                              attrs=attrs, codec=codec))
+        writer = stream.ChunkWriter(tmp, _create(tmp, _out_shape(series, axes), series.dtype, attrs, cfg))
         stream.copy_planes(_tiff_planes(path, tif, series, axes), writer)
         attrs["sha256"] = sha256()
     _finish(path, tmp, attrs)
@@ -136,14 +138,12 @@ def _finish(path: Path, image: Path, attrs: dict[str, Any]) -> None:
 
 
 def _out_shape(series: Any, axes: str) -> tuple[int, ...]:
-    sizes = dict(zip(axes, series.shape))
-    lead = omezarr.to_tczyx(np.empty(_grid_shape(axes, series.shape), np.uint8), axes).shape[:3]
-    return (*lead, sizes["Y"], sizes["X"])
+    return omezarr.tczyx_shape(axes, series.shape)
 
 
-def _ingest_stage(path: Path, out: Path, stage: parts.Stage, codec: BloscCodec) -> None:
+def _ingest_stage(path: Path, out: Path, stage: parts.Stage, cfg: IngestConfig) -> None:
     """One stage of a scattered conversion: prepare the empty partial output and the plan, copy
-    part k's run of whole planes (its marker last), or gather: hash the source once, record the
+    part k's run of whole shards (planes; its marker last), or gather: hash the source once, record the
     provenance and publish. Every stage refuses a plan that no longer fits the source."""
     partial = parts.partial(out, out)
     if stage.kind == "gather":
@@ -153,15 +153,17 @@ def _ingest_stage(path: Path, out: Path, stage: parts.Stage, codec: BloscCodec) 
     with _tiff(path) as (tif, series, axes, attrs):
         shape = _out_shape(series, axes)
         plan = _plan(path, shape, stage)
-        runs = parts.split(math.prod(shape[:3]), stage.count)  # K > planes: refused before anything is written
         if stage.kind == "prepare":
+            # K > shards (planes): refused before anything is written
+            parts.plane_runs(shape, omezarr.plane_shards(shape, series.dtype, cfg.shard_mb), stage.count)
             parts.clear(out)
-            omezarr.create_image(partial, shape, series.dtype, attrs=attrs, codec=codec)
+            _create(partial, shape, series.dtype, attrs, cfg)
             omezarr.write_attrs(partial, {"parts": plan})
             parts.write_marker(out, stage, plan)
             return
         array = parts.open_partials(out, [out], stage)[0]
         _check_plan(partial, plan)
+        runs = parts.plane_runs(shape, array.shards, stage.count)  # prepare's shards, whatever this job's config
         start, stop = runs[stage.index - 1]
         writer = stream.ChunkWriter(partial, array)
         stream.copy_planes(_tiff_planes(path, tif, series, axes, range(start, stop)), writer)
@@ -267,7 +269,7 @@ def _given(plane: np.ndarray) -> np.ndarray:
 
 
 def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str, checksums: list[str],
-                   codec: BloscCodec) -> None:
+                   cfg: IngestConfig) -> None:
     """Stack single-plane files on t, checking every file against the first before writing."""
     shape, dtype = _single_plane_info(files[0])
     for f in files[1:]:
@@ -281,9 +283,12 @@ def _ingest_planes(files: list[Path], tmp: Path, source: Path, sha: str, checksu
     _check_dtype(files[0], dtype)
     attrs = _provenance(source, sha, dtype, (len(files), *shape), "TYX")
     attrs["source_files"] = sources.record(files, checksums)
-    out = omezarr.create_image(tmp, (len(files), 1, 1, *shape), dtype, attrs=attrs, codec=codec)
-    for t, f in enumerate(files):
-        out[t, 0, 0] = read_image(f).reshape(shape)
+    writer = stream.ChunkWriter(tmp, _create(tmp, (len(files), 1, 1, *shape), dtype, attrs, cfg))
+    stream.copy_planes((((t, 0, 0), functools.partial(_read_file, f, shape)) for t, f in enumerate(files)), writer)
+
+
+def _read_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    return read_image(path).reshape(shape)
 
 
 def _single_plane_info(path: Path) -> tuple[tuple[int, int], np.dtype]:

@@ -10,6 +10,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from n2sr.config import IngestConfig
 from n2sr.io import parts as scatter
 from n2sr.io.atomic import atomic_path
 from n2sr.io.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
@@ -221,10 +222,12 @@ def denoise_options() -> str:
 
 # Option strings shared by the per-FOV rules and their batched form (batches.smk), so both run
 # the same commands.
-# --codec only when not zstd, the codec of every ingest before the key existed: Snakemake reruns a
-# job whose command changed (params trigger), and an upgrade must not re-ingest whole archives.
+# --codec and --shard-mb only when not the CLI's defaults (zstd was the codec of every ingest before
+# the key existed): Snakemake reruns a job whose command changed (params trigger), and an upgrade
+# must not re-ingest whole archives.
 INGEST_OPTIONS = cli_options({"codec": None if config["ingest"]["codec"] == "zstd" else config["ingest"]["codec"],
-                              "clevel": config["ingest"]["clevel"]})
+                              "clevel": config["ingest"]["clevel"],
+                              "shard_mb": None if config["ingest"]["shard_mb"] == IngestConfig.shard_mb else config["ingest"]["shard_mb"]})
 DENOISE_OPTIONS = denoise_options()
 EVALUATE_NOISY_OPTIONS = cli_options({"captures": config["test_captures"], **config["evaluate"]})
 EVALUATE_OPTIONS = cli_options(config["evaluate"])
@@ -242,7 +245,7 @@ def ingest_parts(wildcards) -> int:
     raw = raw_path(wildcards)
     if not INGEST_PART_SIZE or produced(raw) != raw:
         return 1
-    return scatter.ingest_count(raw, part_size=INGEST_PART_SIZE)
+    return scatter.ingest_count(raw, part_size=INGEST_PART_SIZE, shard_mb=config["ingest"]["shard_mb"])
 
 
 def ingest_part_inputs(wildcards) -> list[str]:
