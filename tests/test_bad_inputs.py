@@ -145,13 +145,13 @@ def dash(d: Path) -> Path:
 
 
 def damaged_zarr(d: Path) -> Path:
-    """An OME-Zarr (given as a reference) whose second chunk is cut short."""
-    from n2sr.steps.ingest import ingest
+    """An OME-Zarr (given as a reference) whose second shard (planes 2-3) is cut short."""
+    from n2sr.steps.ingest import IngestConfig, ingest
 
-    src = _tif(d / "zref_src.tif", _stack(shape=(2, 64, 64), seed=15), photometric="minisblack")
-    path = ingest(src, d / "zref.zarr")
-    chunk = path / "0/c/1/0/0/0/0"
-    chunk.write_bytes(chunk.read_bytes()[:10])
+    src = _tif(d / "zref_src.tif", _stack(shape=(4, 64, 64), seed=15), photometric="minisblack")
+    path = ingest(src, d / "zref.zarr", IngestConfig(shard_mb=2 * 64 * 64 / 2**20))  # shards of 2 planes
+    shard = path / "0/c/1/0/0/0/0"
+    shard.write_bytes(shard.read_bytes()[:10])
     return path
 
 
@@ -203,7 +203,7 @@ FILE_CASES = {
                                            "pages differ in shape: page 0 is 64x64 but page 3 is 48x48"),
     "empty folder series": Case("emptyseries", empty_folder, "ingest", "folder holds no .png, .tif or .tiff files"),
     "damaged Zarr chunk": Case("zref", lambda d: write_fov(d, "zref", seed=15)[0], "reference",
-                               "chunk 0/c/1/0/0/0/0 is damaged", names="given", denoised=True,
+                               "shard 0/c/1/0/0/0/0 is damaged", names="given", denoised=True,
                                reference=damaged_zarr),
     "raw path starting with '-'": Case("dash", dash, denoised=True),
     # denoised; scoring against a constant reference is undefined (per-image range 0)

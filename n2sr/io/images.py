@@ -158,14 +158,15 @@ def read_zarr(path: str | os.PathLike[str], arr: Any, key: Any) -> np.ndarray:
         return np.asarray(arr[key])
     except CHUNK_ERRORS as exc:
         chunk = _damaged_chunk(arr, key)
-        where = f"chunk {chunk}" if chunk else "a chunk"
+        where = f"{'shard' if getattr(arr, 'shards', None) else 'chunk'} {chunk}" if chunk else "a chunk"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(path, f"{where} is damaged ({detail}); re-run the step that wrote it, or re-copy "
                                "the Zarr") from None
 
 
 def _damaged_chunk(arr: Any, key: Any) -> str | None:
-    """The key (``0/c/1/0/0/0/0``) of the first chunk within `key` that fails to decode."""
+    """The key (``0/c/1/0/0/0/0``) of the first chunk (its shard's, if sharded) within `key` that fails
+    to decode."""
     key = key if isinstance(key, tuple) else (key,)
     if any(k is Ellipsis for k in key):
         i = key.index(Ellipsis)
@@ -184,6 +185,9 @@ def _damaged_chunk(arr: Any, key: Any) -> str | None:
         try:
             np.asarray(arr[region])
         except CHUNK_ERRORS:
+            shards = getattr(arr, "shards", None)
+            if shards:  # keys name shard files; a shard holds whole chunks
+                coords = tuple(i * c // s for i, c, s in zip(coords, arr.chunks, shards))
             encode = getattr(arr.metadata, "encode_chunk_key", None)
             name = encode(coords) if encode else "/".join(map(str, coords))
             return f"{arr.path}/{name}" if arr.path else name
