@@ -10,7 +10,8 @@ pages at once), then, in turn and `--repeats` times each:
   ``cp`` is a memory-to-memory copy here, an upper bound on any disk's speed);
 * ``cp`` followed by ``sync FILE`` (fsync): what writing the bytes durably costs, as ingest
   does (every output is fsynced before its rename, `n2sr.io.atomic`);
-* ingest by this tree with each codec of ``--codecs`` (``ingest.codec``: zstd, lz4), and
+* ingest by this tree with each codec of ``--codecs`` (``ingest.codec``: zstd, lz4; ``lz4/0``: with
+  ``ingest.shard_mb: 0``, one file per plane instead of the default 64 MiB shards), and
   (``--baseline REV``) by the tree of git revision REV with its default, each in its own
   subprocess whose peak RSS is its own ``VmHWM`` (as ``benchmarks/memory.py``).
 
@@ -77,14 +78,16 @@ def timed(command: list[str]) -> dict:
 
 def child(source: str, out: str, codec: str) -> None:
     """Run in a fresh interpreter (PYTHONPATH picks the tree): ingest, then wall time and VmHWM.
-    `codec` "": the tree's default (a baseline may predate ``ingest.codec``)."""
+    `codec` "": the tree's default (a baseline may predate ``ingest.codec``); ``NAME/MB``: codec
+    NAME with ``ingest.shard_mb`` MB (``lz4/0``: one file per plane)."""
     from n2sr.steps.ingest import ingest
 
     args = ()
     if codec:
         from n2sr.config import IngestConfig
 
-        args = (IngestConfig(codec=codec),)
+        name, _, shard_mb = codec.partition("/")
+        args = (IngestConfig(codec=name, **({"shard_mb": float(shard_mb)} if shard_mb else {})),)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     ingest(source, out, *args)
@@ -114,9 +117,15 @@ def baseline_tree(rev: str, into: Path) -> Path:
     return into
 
 
+def label(codec: str) -> str:
+    name, _, shard_mb = codec.partition("/")
+    return f"{name}, " + (f"shard_mb {shard_mb}" + (" (a file per plane)" if float(shard_mb) == 0 else "")
+                          if shard_mb else "64 MiB shards")
+
+
 def throughput(repeats: int, codec_names: list[str], baseline: str | None, work: Path) -> list[dict]:
     rows = []
-    trees = {f"this tree, {codec}": (REPO, codec) for codec in codec_names}
+    trees = {f"this tree, {label(codec)}": (REPO, codec) for codec in codec_names}
     if baseline:
         (work / "baseline").mkdir()
         trees[f"before ({baseline})"] = (baseline_tree(baseline, work / "baseline"), "")
@@ -255,7 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--codecs", default="zstd,lz4", help="ingest.codec values to ingest this tree with")
+    parser.add_argument("--codecs", default="zstd,lz4,lz4/0",
+                        help="ingest.codec values to ingest this tree with; NAME/MB also sets ingest.shard_mb "
+                             "(lz4/0: one file per plane)")
     parser.add_argument("--baseline", help="also ingest with the n2sr package of this git revision")
     parser.add_argument("--from-json", type=Path, help="only rewrite ingest.md from this ingest.json")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
