@@ -111,7 +111,8 @@ def _create(path: Path, shape: tuple[int, ...], dtype: np.dtype, attrs: dict[str
 def _ingest_tiff(path: Path, tmp: Path, cfg: IngestConfig) -> None:
     """Hash, decode and compress at once (`n2sr.io.stream`); the checksum goes in once the planes are in."""
     with stream.hashing(path) as sha256, _tiff(path) as (tif, series, axes, attrs):
-        writer = stream.ChunkWriter(tmp, _create(tmp, _out_shape(series, axes), series.dtype, attrs, cfg))
+        shape = omezarr.tczyx_shape(axes, series.shape)
+        writer = stream.ChunkWriter(tmp, _create(tmp, shape, series.dtype, attrs, cfg))
         stream.copy_planes(_tiff_planes(path, tif, series, axes), writer)
         attrs["sha256"] = sha256()
     _finish(path, tmp, attrs)
@@ -137,10 +138,6 @@ def _finish(path: Path, image: Path, attrs: dict[str, Any]) -> None:
     omezarr.write_attrs(image, attrs)
 
 
-def _out_shape(series: Any, axes: str) -> tuple[int, ...]:
-    return omezarr.tczyx_shape(axes, series.shape)
-
-
 def _ingest_stage(path: Path, out: Path, stage: parts.Stage, cfg: IngestConfig) -> None:
     """One stage of a scattered conversion: prepare the empty partial output and the plan, copy
     part k's run of whole shards (planes; its marker last), or gather: hash the source once, record the
@@ -151,7 +148,7 @@ def _ingest_stage(path: Path, out: Path, stage: parts.Stage, cfg: IngestConfig) 
         _gather(path, out, partial, stage)
         return
     with _tiff(path) as (tif, series, axes, attrs):
-        shape = _out_shape(series, axes)
+        shape = omezarr.tczyx_shape(axes, series.shape)
         plan = _plan(path, shape, stage)
         if stage.kind == "prepare":
             # K > shards (planes): refused before anything is written
@@ -189,7 +186,7 @@ def _check_plan(partial: Path, plan: dict[str, Any]) -> None:
 def _gather(path: Path, out: Path, partial: Path, stage: parts.Stage) -> None:
     """Every part done: the source hashed once (unchanged since prepare), then the output renamed into place."""
     with _tiff(path) as (_, series, axes, attrs):
-        _check_plan(partial, _plan(path, _out_shape(series, axes), stage))
+        _check_plan(partial, _plan(path, omezarr.tczyx_shape(axes, series.shape), stage))
     attrs["sha256"] = sha256_file(path)
     _finish(path, partial, attrs)
     with atomic_path(out) as tmp:
