@@ -19,6 +19,7 @@ project's 600-iteration N2SR from ``results/paper_tables.csv``.
     .venv/bin/python benchmarks/quality_budget.py                       # 1, 2, 5, 10 minutes, all
     .venv/bin/python benchmarks/quality_budget.py --minutes 1 2 --configs Confocal_FISH W2S_ch1
     .venv/bin/python benchmarks/quality_budget.py --train recipe=authors --name quality_budget_authors
+    .venv/bin/python benchmarks/quality_budget.py --merge a.csv b.csv      # budgets run apart, one table
 """
 
 from __future__ import annotations
@@ -196,8 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="quality_budget")
     p.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "n2sr-quality-budget")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="CSV",
+                   help="train nothing: write --name's tables and plot from these runs' CSVs (budgets run apart)")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
+    if args.merge:  # a budget's rows come from the first CSV holding it; baselines from the first CSV
+        frame = pd.concat([pd.read_csv(f) for f in args.merge], ignore_index=True)
+        frame = frame.drop_duplicates(["configuration", "image", "method", "minutes"], keep="first")
+        frame.to_csv(args.out_dir / f"{args.name}.csv", index=False)
+        (args.out_dir / f"{args.name}.md").write_text(markdown(frame, args, {}))
+        plot(frame, args.out_dir / f"{args.name}.png")
+        print(markdown(frame, args, {}))
+        return 0
     if not fmd_root().is_dir():
         print(f"data not found at {fmd_root().parent}; set N2SR_DATA", file=sys.stderr)
         return 2

@@ -10,8 +10,10 @@ are in flight, so memory stays a few planes whatever the stack's size.
 ``zarr.Array.__setitem__``, whose per-call round trips through zarr's event loop cost more
 than the compression (``benchmarks/results/ingest.md``). It does so only for the layout it
 knows, n2sr's own (bytes + Blosc codecs, plane chunks, fill value 0, empty chunks not
-stored), and then writes the very bytes zarr would (``tests/test_ingest_stream.py``); any
-other layout is written through zarr.
+stored; whole planes per shard when sharded, the index at the end with its crc32c), and then
+writes the very bytes zarr would (``tests/test_ingest_stream.py``); any other layout is
+written through zarr. Shards matter: one file per plane made the kernel's work of creating,
+writing and syncing files ingest's largest cost after hashing.
 """
 
 from __future__ import annotations
