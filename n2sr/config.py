@@ -181,8 +181,8 @@ class IngestConfig:
         stack. The output does not depend on K.
     codec : Blosc compressor of the ingested OME-Zarr (always bitshuffled). "lz4" compresses with
         2.8x (noisy 16-bit stacks) to 8.7x (8-bit FMD) less CPU than zstd 5, for 0.7% to 9% more
-        bytes (0.606 vs 0.556 of the raw size on FMD); a whole ingest then takes about a fifth less
-        CPU, since hashing, reading and writing the files cost the rest
+        bytes (0.606 vs 0.556 of the raw size on FMD); a whole ingest then takes about half the CPU
+        and runs twice as fast (with shards), since hashing, reading and writing cost the rest
         (``benchmarks/results/ingest.md``). Readers need no setting: the codec is in the Zarr's metadata.
     clevel : Blosc level of `codec`, 0-9. With zstd on 8-bit FMD captures 1 takes 3.5-4x less CPU
         than 5 for 1.6% more bytes (0.565 vs 0.556 of the raw size); on noisy 16-bit stacks both
