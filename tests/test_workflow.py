@@ -123,8 +123,9 @@ def test_dry_run_of_the_synthetic_noise_experiment(tmp_path):
 
 
 def test_dry_run_scatters_the_ingest_of_a_large_tiff_stack(tmp_path):
-    """ingest.part_size: a 12-plane stack is converted by prepare, 4 parts and the gathering ingest
-    job (K from the TIFF header); the 2-plane stack below the size by one ingest job."""
+    """ingest.part_size: a 12-plane stack in shards of 3 planes is converted by prepare, 4 parts and
+    the gathering ingest job (K from the TIFF header, in whole shards); the 2-plane stack below the
+    size by one ingest job."""
     rng = np.random.default_rng(0)
     tifffile.imwrite(tmp_path / "big.tif", rng.integers(0, 255, (12, 64, 64), dtype=np.uint8))
     tifffile.imwrite(tmp_path / "small.tif", rng.integers(0, 255, (2, 64, 64), dtype=np.uint8))
@@ -133,15 +134,16 @@ def test_dry_run_scatters_the_ingest_of_a_large_tiff_stack(tmp_path):
                                    f"A\t2\t{tmp_path / 'big.tif'}\t{tmp_path / 'ref.tif'}\ttest"])
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"samples": str(sheet), "synthetic": None, "test_captures": [0],
-                                      "ingest": {"part_size": 3 * 64 * 64}}))
+                                      "ingest": {"part_size": 3 * 64 * 64, "shard_mb": 3 * 64 * 64 / 2**20}}))
     run = snakemake(workdir(tmp_path), "-n", "--nolock", "--configfile", str(config))
     assert run.returncode == 0, run.stdout
     counts = job_counts(run.stdout)
     assert (counts["ingest_prepare"], counts["ingest_part"], counts["ingest"]) == (1, 4, 2), counts
     commands = [line for line in run.stdout.splitlines() if "n2sr ingest " in line]
-    assert any(f"n2sr ingest --part gather/4 --clevel 5 -- {tmp_path / 'big.tif'}" in c for c in commands), commands
-    assert any(f"n2sr ingest  --clevel 5 -- {tmp_path / 'small.tif'}" in c for c in commands), commands
-    assert sum("--part prepare/4 --clevel 5 -- " in c for c in commands) == 1, commands
+    options = "--clevel 5 --shard-mb 0.01171875"
+    assert any(f"n2sr ingest --part gather/4 {options} -- {tmp_path / 'big.tif'}" in c for c in commands), commands
+    assert any(f"n2sr ingest  {options} -- {tmp_path / 'small.tif'}" in c for c in commands), commands
+    assert sum(f"--part prepare/4 {options} -- " in c for c in commands) == 1, commands
     assert sum(f"--part {k}/4 -- " in c for c in commands for k in range(1, 5)) == 4, commands
 
 
