@@ -161,11 +161,15 @@ def write_attrs(path: str | os.PathLike[str], attrs: dict[str, Any]) -> None:
     group.attrs["n2sr"] = {"n2sr_version": __version__, **attrs}
 
 
+def plane_grid(axes: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """`shape` with the plane's axes (Y, X, S) set to 1: one entry per plane, in stored order."""
+    return tuple(1 if a in "YXS" else n for a, n in zip(axes.upper(), shape))
+
+
 def tczyx_shape(axes: str, shape: Sequence[int]) -> tuple[int, ...]:
     """The 5-D shape `to_tczyx` gives an array of `shape` with tifffile `axes` (no pixels touched)."""
-    grid = tuple(1 if a in "YXS" else n for a, n in zip(axes.upper(), shape))
     sizes = dict(zip(axes.upper(), shape))
-    return (*to_tczyx(np.empty(grid, np.uint8), axes).shape[:3], sizes["Y"], sizes["X"])
+    return (*to_tczyx(np.empty(plane_grid(axes, shape), np.uint8), axes).shape[:3], sizes["Y"], sizes["X"])
 
 
 def to_tczyx(arr: Any, axes: str) -> Any:

@@ -194,10 +194,6 @@ def _gather(path: Path, out: Path, partial: Path, stage: parts.Stage) -> None:
     parts.clear(out)
 
 
-def _grid_shape(axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(1 if a in "YXS" else n for a, n in zip(axes, shape))
-
-
 def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str,
                  select: range | None = None) -> Iterator[stream.Plane]:
     """Every output plane's ``(t, c, z)`` (or those numbered `select` in ``t c z`` order) and a
@@ -209,7 +205,7 @@ def _tiff_planes(path: Path, tif: tifffile.TiffFile, series: Any, axes: str,
     (`TiffPage.asarray` reads under the file's lock); otherwise (a truncated ImageJ file,
     pages in other files, a transform) it is read here through tifffile's Zarr store.
     """
-    grid_shape = _grid_shape(axes, series.shape)
+    grid_shape = omezarr.plane_grid(axes, series.shape)
     grid = omezarr.to_tczyx(np.arange(int(np.prod(grid_shape))).reshape(grid_shape), axes)
     paged = _one_page_per_plane(series, axes, int(np.prod(grid_shape)))
     shape = (series.shape[axes.index("Y")], series.shape[axes.index("X")])
