@@ -12,6 +12,7 @@ W2S's avg1/avg400 pairs were rescaled to 0-255 each on its own (shared/data/READ
 reference is mapped onto the noisy frame's scale by a least-squares affine fit first.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reference_free.py --iterations 100
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reference_free.py --step-sweep   # SURE against its probe step
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from scipy.stats import spearmanr
 
 from n2sr import estimate
@@ -207,7 +209,8 @@ def report(frame: pd.DataFrame, args, seconds: float) -> str:
              f"--features {args.features} --draws {args.draws} --crop {args.crop}` ({seconds / 60:.0f} CPU-minutes, "
              "single-threaded). Per-image rows: `reference_free.csv`; scatter: `reference_free.png`.", "",
              "Estimators (`n2sr/estimate.py`): **SURE** = Monte-Carlo PG-URE of the final output (one extra pass "
-             "on a perturbed input), for every method and the noisy input (its noise energy); **held-out** = the "
+             "on a perturbed input, the noise covariance including the neighbour correlation estimated from the "
+             "plane), for every method and the noisy input (its noise energy); **held-out** = the "
              "paper's Theorem 1, the held-out loss minus the fitted noise energy, mean of the draws (Noise2SR: "
              "complement pixels of the sub-sampled path; N2V/N2S: the masked pixels). Both use the blind "
              "Poisson-Gaussian fit of the noisy plane. Error = estimated - true PSNR (dB, range 255); coverage = "
@@ -251,7 +254,31 @@ def report(frame: pd.DataFrame, args, seconds: float) -> str:
         lambda f: f"{(f != '').mean() * 100:.0f} % flagged")
     lines += ["Residual check (share of denoised images flagged): "
               + ", ".join(f"{g}: {v}" for g, v in flags.items()), ""]
+    if args.compare:
+        lines += compare(frame, pd.read_csv(args.compare), args.compare)
     return "\n".join(lines)
+
+
+def compare(frame: pd.DataFrame, earlier: pd.DataFrame, path: Path) -> list[str]:
+    """This run's errors beside an earlier run's on the same rows (same images, methods and
+    outputs: their true PSNRs must agree), by data set and by method."""
+    keys = ["configuration", "image", "method"]
+    both = frame.merge(earlier, on=keys, suffixes=("", "_earlier"))
+    same = bool(np.allclose(both["psnr"], both["psnr_earlier"], atol=1e-6))
+    lines = [f"## Against the earlier run `{path.name}`", "",
+             f"{len(both)} rows in both; true PSNRs {'identical (same outputs)' if same else 'DIFFER (outputs changed)'}.",
+             "Median |estimated - true| (dB), this run / earlier, and share within 1 dB.", "",
+             "| subset | estimator | n | median abs err | earlier | within 1 dB | earlier |", "|---|---|---|---|---|---|---|"]
+    for column in ("group", "method"):
+        for name, part in both.groupby(column, sort=False):
+            for est in ("est_psnr_sure", "est_psnr_held_out"):
+                now, old = (part[e] - part["psnr"] for e in (est, f"{est}_earlier"))
+                if now.notna().sum() == 0:
+                    continue
+                lines.append(f"| {name} | {est.removeprefix('est_psnr_')} | {now.notna().sum()} | "
+                             f"{now.abs().median():.2f} | {old.abs().median():.2f} | "
+                             f"{100 * (now.abs() <= 1).mean():.0f} % | {100 * (old.abs() <= 1).mean():.0f} % |")
+    return lines + [""]
 
 
 def scatter(frame: pd.DataFrame, path: Path) -> None:
@@ -278,6 +305,43 @@ def scatter(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def step_sweep(args) -> str:
+    """SURE of BM3D (and of a Gaussian blur, smooth in its input) against the finite-difference
+    step: a denoiser that is smooth in its input gives the same estimate at every small step; one
+    that is not (BM3D's block matching and hard thresholding) does not."""
+    d = DATA / "w2s_8bit"
+    b = DATA / "fmd" / "Confocal_BPAE_B"
+    cases = [(f"W2S ch0 FOV {fov}", read_image(d / "avg1" / f"input_avg1_{fov}_0.tif"),
+              read_image(d / "avg400" / f"target_avg400_{fov}_0.tif"), True) for fov in ("081", "085")]
+    cases.append(("FMD BPAE_B FOV 18", read_image(sorted((b / "raw" / "18").glob("*.png"))[0]),
+                  read_image(b / "gt" / "18" / "avg50.png"), False))
+    steps = (0.05, 0.2, 0.5, 1.0)
+    lines = ["# SURE against its finite-difference step (`reference_free.py --step-sweep`)", "",
+             f"256 x 256 centre crops; estimated PSNR (dB, range 255) for probe seeds 0 and 1 at each step "
+             f"(in units of the noise std; the pipeline uses {estimate.PROBE_STEP}).", "",
+             "| image | denoiser | true | " + " | ".join(f"step {e}" for e in steps) + " |",
+             "|---|---|---|" + "---|" * len(steps)]
+    default = estimate.PROBE_STEP
+    try:
+        for name, noisy, ref, affine in cases:
+            y, x = crop(noisy, 256).astype(np.float64), crop(ref, 256).astype(np.float64)
+            x = affine_to(x, y) if affine else x
+            model = estimate.fit(y)
+            noise = (max(model.a, 0.0), model.b)
+            for label, f in (("BM3D", lambda z: bm3d_denoise(z, noise=noise)),
+                             ("Gaussian blur 1.5", lambda z: ndimage.gaussian_filter(z, 1.5))):
+                out = f(y)
+                cells = []
+                for step in steps:
+                    estimate.PROBE_STEP = step
+                    cells.append("/".join(f"{estimate.mse_to_psnr(estimate.black_box_sure(f, y, out, model, s)[0].mse, R):.2f}"
+                                          for s in range(2)))
+                lines.append(f"| {name} | {label} | {psnr(x, out, R):.2f} | " + " | ".join(cells) + " |")
+    finally:
+        estimate.PROBE_STEP = default
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iterations", type=int, default=100)
@@ -288,9 +352,17 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "reference_free"))
     p.add_argument("--from-csv", type=Path, help="only rewrite the report and plot from this CSV of an earlier run")
     p.add_argument("--cpu-minutes", type=float, default=math.nan, help="with --from-csv: that run's CPU time")
+    p.add_argument("--compare", type=Path, help="an earlier run's CSV: add its errors on the same rows to the report")
+    p.add_argument("--step-sweep", action="store_true",
+                   help="only write <out>_step.md: SURE of BM3D and of a blur against the probe step")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
+    if args.step_sweep:
+        path = out.with_name(out.name + "_step.md")
+        path.write_text(step_sweep(args))
+        print(path.read_text())
+        return
     if args.from_csv:
         frame, seconds = pd.read_csv(args.from_csv, keep_default_na=False, na_values=["", "nan", "NaN"]), \
             60 * args.cpu_minutes

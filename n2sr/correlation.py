@@ -17,6 +17,8 @@ how much correlation there is, so the stride can be chosen from the data (``trai
   the residual's autocovariance on the same lags (exact for stationary noise whose correlation
   vanishes beyond distance 2, e.g. `n2sr.noise.correlated_poisson_gaussian`). Validated against
   `noise_autocorrelation` in ``benchmarks/noise_correlation.py``.
+* `estimate_kernel`: the same estimate as a 5 x 5 correlation kernel (every lag ``|dy|, |dx| <= 2``),
+  what the reference-free SURE needs for correlated noise (`n2sr.estimate.sure`).
 * `choose_stride`: the sub-sampler stride for a measured correlation.
 """
 
@@ -55,6 +57,11 @@ class Autocorrelation(NamedTuple):
         """Mean of the vertical and horizontal neighbours' correlation."""
         return 0.5 * (self.vertical + self.horizontal)
 
+    @classmethod
+    def from_kernel(cls, k: np.ndarray) -> Autocorrelation:
+        """The summary of a 5 x 5 correlation kernel (`estimate_kernel`)."""
+        return cls(float(k[3, 2]), float(k[2, 3]), 0.5 * float(k[3, 3] + k[3, 1]), 0.5 * float(k[4, 2] + k[2, 4]))
+
     def as_dict(self) -> dict[str, float]:
         return {**self._asdict(), "lag1": self.lag1}
 
@@ -70,10 +77,16 @@ def _autocovariance(z: np.ndarray, lags: list[tuple[int, int]]) -> np.ndarray:
     return np.array(out)
 
 
+def _kernel(cov: dict[tuple[int, int], float]) -> np.ndarray:
+    """The 5 x 5 correlation kernel (centre 1, point-symmetric) of autocovariances on `_LAGS`."""
+    k = np.zeros((5, 5))
+    for (dy, dx), c in cov.items():
+        k[2 + dy, 2 + dx] = k[2 - dy, 2 - dx] = c / cov[(0, 0)]
+    return k
+
+
 def _summary(cov: dict[tuple[int, int], float]) -> Autocorrelation:
-    c0 = cov[(0, 0)]
-    return Autocorrelation(cov[(1, 0)] / c0, cov[(0, 1)] / c0, 0.5 * (cov[(1, 1)] + cov[(1, -1)]) / c0,
-                           0.5 * (cov[(2, 0)] + cov[(0, 2)]) / c0)
+    return Autocorrelation.from_kernel(_kernel(cov))
 
 
 def noise_autocorrelation(noisy: np.ndarray, reference: np.ndarray) -> Autocorrelation:
@@ -106,6 +119,16 @@ def estimate_autocorrelation(noisy: np.ndarray, *, window: int = _WINDOW) -> Aut
     texture that survives the box mean reads as positive correlation, so heavily textured planes
     overestimate it; flat fluorescence backgrounds dominate microscopy planes.
     """
+    return _summary(_estimated_covariance(noisy, window))
+
+
+def estimate_kernel(noisy: np.ndarray, *, window: int = _WINDOW) -> np.ndarray:
+    """`estimate_autocorrelation` as a 5 x 5 correlation kernel: entry ``(2 + dy, 2 + dx)`` is the
+    noise's correlation at lag ``(dy, dx)`` (1 at the centre, zero beyond distance 2)."""
+    return _kernel(_estimated_covariance(noisy, window))
+
+
+def _estimated_covariance(noisy: np.ndarray, window: int) -> dict[tuple[int, int], float]:
     z = np.asarray(noisy, np.float64)
     if z.shape[-1] < 4 * window or z.shape[-2] < 4 * window:
         raise ValueError(f"plane {z.shape[-2:]} too small for window {window}: need both sides >= {4 * window}")
@@ -124,8 +147,7 @@ def estimate_autocorrelation(noisy: np.ndarray, *, window: int = _WINDOW) -> Aut
         for j, (sy, sx) in enumerate(_LAGS):
             for sign in ((1,) if (sy, sx) == (0, 0) else (1, -1)):
                 mix[i, j] += a[c + ty - sign * sy, c + tx - sign * sx]
-    cov = np.linalg.lstsq(mix, measured, rcond=None)[0]
-    return _summary(dict(zip(_LAGS, cov)))
+    return dict(zip(_LAGS, np.linalg.lstsq(mix, measured, rcond=None)[0]))
 
 
 def choose_stride(corr: Autocorrelation) -> int:

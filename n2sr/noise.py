@@ -159,8 +159,10 @@ def quantize(image: np.ndarray, dtype: np.dtype | type | str, scale: float = 1.0
 # ---------------------------------------------------------------------------------------------
 
 
-def estimate_poisson_gaussian(img: np.ndarray, *, window: int = 5, n_bins: int = 24) -> PoissonGaussian:
-    """Fit ``Var = a * x + b`` to one noisy plane, without a reference.
+def estimate_poisson_gaussian(img: np.ndarray | list[np.ndarray], *, window: int = 5,
+                              n_bins: int = 24) -> PoissonGaussian:
+    """Fit ``Var = a * x + b`` to one noisy plane, without a reference; or to a list of pieces of
+    one plane (its crops, so that a huge plane need not be read whole), their samples pooled.
 
     A variant of Foi et al. (2008, "Practical Poissonian-Gaussian noise modeling and fitting
     for single-image raw-data", IEEE TIP 17(10)), tuned on FMD (``benchmarks/noise_estimation.py``):
@@ -190,7 +192,8 @@ def estimate_poisson_gaussian(img: np.ndarray, *, window: int = 5, n_bins: int =
 
     Parameters
     ----------
-    img : ndarray (Y, X), any real dtype, Y, X >= 4 * window
+    img : ndarray (Y, X), any real dtype, Y, X >= 4 * window; or a list of them (saturation is
+        then the largest value over all of them)
     window : int, odd >= 3
     n_bins : int >= 3
         Level sets; fewer on small images so that each holds >= 100 pixels.
@@ -200,47 +203,54 @@ def estimate_poisson_gaussian(img: np.ndarray, *, window: int = 5, n_bins: int =
     PoissonGaussian
         ``(a, b)`` in the units of `img` (``a`` in intensity per photon, ``b`` intensity**2).
     """
-    z = np.asarray(img, dtype=np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"expected a 2-D plane (Y, X), got shape {z.shape}")
+    planes = [np.asarray(z, dtype=np.float64) for z in (img if isinstance(img, list) else [img])]
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be odd and >= 3, got {window}")
     if n_bins < 3:
         raise ValueError(f"n_bins must be >= 3 to fit a line robustly, got {n_bins}")
-    if min(z.shape) < 4 * window:
-        raise ValueError(f"plane {z.shape} too small for window {window}: need both sides >= {4 * window}")
-    if not np.isfinite(z).all():
-        raise ValueError("plane has NaN or inf values; mask or fill them first")
-
-    m = ndimage.uniform_filter(z, window, mode="reflect")
-    e = (z - m) / np.sqrt(1.0 - 1.0 / window**2)
-    unsaturated = _unsaturated(z, window)
-    if unsaturated.sum() < _MIN_PIXELS:
+    for z in planes:
+        if z.ndim != 2:
+            raise ValueError(f"expected a 2-D plane (Y, X), got shape {z.shape}")
+        if min(z.shape) < 4 * window:
+            raise ValueError(f"plane {z.shape} too small for window {window}: need both sides >= {4 * window}")
+        if not np.isfinite(z).all():
+            raise ValueError("plane has NaN or inf values; mask or fill them first")
+    if not planes:
+        raise ValueError("no plane to fit")
+    top = max(float(z.max()) for z in planes)
+    m = [ndimage.uniform_filter(z, window, mode="reflect") for z in planes]
+    e = [(z - mz) / np.sqrt(1.0 - 1.0 / window**2) for z, mz in zip(planes, m)]
+    unsaturated = [_unsaturated(z, window, top) for z in planes]
+    count = sum(int(u.sum()) for u in unsaturated)
+    if count < _MIN_PIXELS:
         raise ValueError(
-            f"only {unsaturated.sum()} pixels are away from saturated ones (value {z.max():g}, repeated); "
+            f"only {count} pixels are away from saturated ones (value {top:g}, repeated); "
             "the noise cannot be measured on a saturated or constant plane"
         )
-    model = _fit(m[unsaturated], e[unsaturated], n_bins)
+    model = _fit(m, e, unsaturated, n_bins)
     # Second pass on smooth pixels. The threshold uses the first fit's variance, not a local
     # measurement: thresholding on the local noise itself would keep noisier-than-average
     # pixels and bias the variance up.
-    smooth = unsaturated & _flat(m, np.maximum(model.variance(m), 0.0), window)
-    if smooth.sum() >= _MIN_PIXELS:  # heavily textured planes keep the first-pass fit
-        model = _fit(m[smooth], e[smooth], n_bins)
+    smooth = [u & _flat(mz, np.maximum(model.variance(mz), 0.0), window) for u, mz in zip(unsaturated, m)]
+    if sum(int(k.sum()) for k in smooth) >= _MIN_PIXELS:  # heavily textured planes keep the first-pass fit
+        model = _fit(m, e, smooth, n_bins)
     return model
 
 
-def _fit(m: np.ndarray, e: np.ndarray, n_bins: int) -> PoissonGaussian:
-    means, variances, counts = level_set_variances(m, e**2, n_bins=n_bins)
+def _fit(m: list[np.ndarray], e: list[np.ndarray], keep: list[np.ndarray], n_bins: int) -> PoissonGaussian:
+    """The line through the level sets of the `keep` pixels of every plane, pooled."""
+    means, variances, counts = level_set_variances(np.concatenate([mz[k] for mz, k in zip(m, keep)]),
+                                                   np.concatenate([ez[k] ** 2 for ez, k in zip(e, keep)]),
+                                                   n_bins=n_bins)
     return fit_variance_line(means, variances, counts)
 
 
-def _unsaturated(z: np.ndarray, window: int) -> np.ndarray:
-    """Pixels whose window holds no saturated pixel (the plane's maximum, repeated)."""
-    top = z == z.max()
-    if top.sum() <= 1:
+def _unsaturated(z: np.ndarray, window: int, top: float) -> np.ndarray:
+    """Pixels whose window holds no saturated pixel (value `top`, the maximum, repeated)."""
+    saturated = z == top
+    if saturated.sum() <= 1:
         return np.ones(z.shape, bool)
-    return ~ndimage.binary_dilation(top, np.ones((window, window), bool))
+    return ~ndimage.binary_dilation(saturated, np.ones((window, window), bool))
 
 
 def _flat(m: np.ndarray, variance: np.ndarray, window: int) -> np.ndarray:

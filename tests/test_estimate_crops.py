@@ -21,7 +21,7 @@ from n2sr.nn.inference import Engine
 from n2sr.nn.model import build_model, receptive_field
 from n2sr.nn.normalize import Normalizer
 from n2sr.nn.probe import _run, _window, held_out_predictions, plane_estimates
-from n2sr.noise import paper_noise_model, poisson_gaussian
+from n2sr.noise import PoissonGaussian, paper_noise_model, poisson_gaussian
 from n2sr.synthetic import clean_image
 
 NORM = Normalizer(offset=100.0, scale=50.0, mode="meanstd")
@@ -115,6 +115,36 @@ def test_a_larger_plane_is_estimated_on_crops_and_says_so(tiny_engine, method, k
     assert not calls  # the crops compute their own output: the whole plane's is never asked for
     assert entry["pixels"] == 4096 and entry["held_out_kind"] == kind
     assert math.isfinite(entry["sure_mse"]) and math.isfinite(entry["held_out_mse"])
+
+
+class CountingView:
+    """A plane that records the pixels read from it (as `n2sr.io.planes.PlaneView` reads a Zarr)."""
+
+    def __init__(self, plane: np.ndarray):
+        self.plane, self.read = plane, 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.plane.shape
+
+    def __getitem__(self, key):
+        out = self.plane[key]
+        self.read += out.size
+        return out
+
+
+def test_a_plane_estimated_on_crops_is_read_only_there(tiny_engine):
+    """The estimates of a huge plane take memory for the crops: the noise is fitted on their
+    windows, so the plane itself is never read whole, and the result is the one of the array."""
+    _, y = _noisy((1024, 1024))
+    view = CountingView(y)
+    kw = dict(method="n2sr", settings=None, sr=True, draws=2, seed=0, pixels=16384)
+    entry = plane_estimates(tiny_engine, view, lambda: None, **kw)
+    assert 0 < view.read < y.size / 4
+    assert entry == plane_estimates(tiny_engine, y, lambda: None, **kw)
+    fitted = PoissonGaussian(entry["noise_a"], entry["noise_b"])  # the windows' fit is close to the whole plane's
+    energy = [float(np.mean(estimate.noise_variance(y, m))) for m in (fitted, estimate.fit(y), MODEL)]
+    assert energy[0] == pytest.approx(energy[1], rel=0.05) and energy[0] == pytest.approx(energy[2], rel=0.05)
 
 
 def test_crop_estimate_is_close_to_the_whole_plane_one():

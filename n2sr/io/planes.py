@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -50,6 +50,21 @@ class Selection:
     def read(self) -> np.ndarray:
         """All selected captures in memory: ``ndarray (n, ..., Y, X)`` in the source dtype."""
         return np.stack([self[i, ...] for i in range(len(self.captures))])
+
+
+class PlaneView(NamedTuple):
+    """Plane `index` (its leading indices) of a `Selection`, read only where sliced: the estimates
+    of a huge plane read their crops, not the plane."""
+
+    selection: Selection
+    index: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.selection.shape[-2:])
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        return self.selection[(*self.index, *key)]
 
 
 def select(path: str | os.PathLike[str], captures: Sequence[int] | None = None) -> Selection:

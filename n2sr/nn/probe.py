@@ -31,6 +31,15 @@ HELD_OUT = {"n2sr": "complement", "n2v": "masked", "n2s": "masked"}
 """Methods with a Theorem-1 estimate and what their held-out pixels are."""
 
 
+class PlaneLike(Protocol):
+    """A 2-D plane, or a view of one that reads only what is sliced (`n2sr.io.planes.PlaneView`)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray: ...
+
+
 class Runner(Protocol):
     context: int
 
@@ -41,39 +50,47 @@ class Runner(Protocol):
                       ) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
-def plane_estimates(runner: Runner, plane: np.ndarray, denoised: np.ndarray | Callable[[], np.ndarray], *,
+def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Callable[[], np.ndarray], *,
                     method: str, settings: dict[str, Any] | None, sr: bool, draws: int, seed: int,
                     pixels: int = 0) -> dict[str, Any]:
     """The estimates of one plane's output `denoised` (float, as the network gave it; or a
     function giving it, called only where the whole plane is estimated).
 
+    `plane`: the noisy plane, or a view of it that reads what is sliced (`n2sr.io.planes.PlaneView`):
+    a plane estimated on crops is read only there, its noise fitted on the crops' windows, so the
+    estimates of a huge plane take memory for `pixels`, not for the plane.
     `sr`: the runner has the 2x head on the 2x2 sub-sampler (Noise2SR, stride 2); only then is
     the complement estimate defined. `pixels`: estimate a larger plane on crops of about this
     many pixels (0: the whole plane). Returns the fitted noise and both estimates (MSE and
     its standard error, NaN where the method has none) as plain numbers for the output's attributes.
     """
-    y = np.asarray(plane, np.float64)
-    model = estimate.fit(y)
-    if model is None:  # a constant or saturated plane: no noise to measure, no estimate
-        return estimate.unavailable()
+    shape = tuple(plane.shape[-2:])
     kind = HELD_OUT.get(method) if method != "n2sr" or sr else None
     held = estimate.NAN
-    near = estimate.crops(y.shape, pixels, runner.context, MULTIPLE)
+    near = estimate.crops(shape, pixels, runner.context, MULTIPLE)
     if near is None:
+        y = np.asarray(plane[:, :], np.float64)
+        model = estimate.fit(y)
+        if model is None:  # a constant or saturated plane: no noise to measure, no estimate
+            return estimate.unavailable()
         out = denoised() if callable(denoised) else denoised
         sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, out, model, seed)
         if kind is not None and draws > 0:
             preds, masks = held_out_predictions(runner, y, method, settings, draws, seed)
             held = estimate.held_out(y, preds, masks, model)
-        counted = y.size
+        counted, energy = y.size, float(np.mean(estimate.noise_variance(y, model)))
     else:
-        sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, y.shape), y, model, seed, near)
+        windows = [np.asarray(plane[c.window[0]:c.window[2], c.window[1]:c.window[3]], np.float64) for c in near]
+        model = estimate.fit(windows)
+        if model is None:
+            return estimate.unavailable()
+        sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, shape), windows, model, seed, near)
         if kind is not None and draws > 0:
             reach = runner.context * (2 if method == "n2sr" else 1)
-            held = _cropped_held_out(runner, y, [c.widened(reach, y.shape, MULTIPLE) for c in near], model,
+            held = _cropped_held_out(runner, plane, [c.widened(reach, shape, MULTIPLE) for c in near], model,
                                      method, settings, draws, seed)
-        counted = sum(c.region_pixels for c in near)
-    energy = float(np.mean(estimate.noise_variance(y, model)))
+        regions = np.concatenate([w[c.inner].ravel() for c, w in zip(near, windows)])
+        counted, energy = regions.size, float(np.mean(estimate.noise_variance(regions, model)))
     return estimate.record(model, energy, sure, eps, held, kind or "", draws if kind else 0, counted)
 
 
@@ -84,7 +101,7 @@ def _window(runner: Runner, z: np.ndarray, crop: estimate.Crop, shape: tuple[int
     return out[0]
 
 
-def _cropped_held_out(runner: Runner, y: np.ndarray, parts: list[estimate.Crop], model, method: str,
+def _cropped_held_out(runner: Runner, y: PlaneLike, parts: list[estimate.Crop], model, method: str,
                       settings: dict[str, Any] | None, draws: int, seed: int) -> estimate.Estimate:
     """`estimate.held_out` pooled over the regions of `parts` (its error as `estimate.pooled`):
     each draw's predictions and masks are those of the windows (`held_out_predictions`), kept
@@ -93,7 +110,7 @@ def _cropped_held_out(runner: Runner, y: np.ndarray, parts: list[estimate.Crop],
     ys, preds, masks = [], [[] for _ in range(draws)], [[] for _ in range(draws)]
     for c in parts:
         wy0, wx0, wy1, wx1 = c.window
-        window = y[wy0:wy1, wx0:wx1]
+        window = np.asarray(y[wy0:wy1, wx0:wx1], np.float64)
         ys.append(window[c.inner].ravel())
         for j, (pred, mask) in enumerate(zip(*held_out_predictions(runner, window, method, settings, draws, gen))):
             preds[j].append(pred[c.inner].ravel())

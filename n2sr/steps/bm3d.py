@@ -61,5 +61,6 @@ def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int, pixels: int = 0) -
     if near is None:
         sure, eps = black_box_sure(lambda z: bm3d_denoise(z, noise=noise), y, denoised, model, seed)
         return record(model, energy, sure, eps, pixels=y.size)
-    sure, eps = cropped_sure(lambda z, c: bm3d_denoise(z, noise=noise)[c.inner], y, model, seed, near)
+    windows = [y[c.window[0]:c.window[2], c.window[1]:c.window[3]] for c in near]
+    sure, eps = cropped_sure(lambda z, c: bm3d_denoise(z, noise=noise)[c.inner], windows, model, seed, near)
     return record(model, energy, sure, eps, pixels=sum(c.region_pixels for c in near))

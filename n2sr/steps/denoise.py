@@ -22,7 +22,7 @@ from n2sr.io.atomic import atomic_path
 from n2sr.io.blocks import block_grid, stream_blocks
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import export_tiff, kind_of, write_image
-from n2sr.io.planes import select
+from n2sr.io.planes import PlaneView, select
 from n2sr.io.provenance import versions
 from n2sr.io.pyramid import add_levels
 from n2sr.nn.decorrelate import Decorrelated
@@ -143,9 +143,9 @@ def _estimates(runner: Engine | Decorrelated, selection, output: Callable[[int],
     neither where the plane is estimated on crops of `pixels`, which compute their own)."""
     rows = []
     for i in range(int(np.prod(selection.shape[:-2]))):
-        noisy = selection[np.unravel_index(i, selection.shape[:-2])]
+        noisy = PlaneView(selection, tuple(int(j) for j in np.unravel_index(i, selection.shape[:-2])))
         denoised = (lambda: np.asarray(output(i))) if output is not None else (  # noqa: E731
-            lambda: runner.denoise_array(noisy.astype(np.float32), progress=False)[0])
+            lambda: runner.denoise_array(noisy[:, :].astype(np.float32), progress=False)[0])
         rows.append(plane_estimates(runner, noisy, denoised, method=ckpt["method"],
                                     settings=ckpt.get("method_config"), sr=ckpt["scale"] == 2 and stride == 2,
                                     draws=draws, seed=i, pixels=pixels))
