@@ -227,9 +227,10 @@ def report(frame: pd.DataFrame, args, seconds: float) -> str:
                 s = stats(part, est)
                 if s["n"] == 0:
                     continue
+                pixel = "n/a" if math.isnan(s["coverage_pixel"]) else f"{100 * s['coverage_pixel']:.0f} %"
                 lines.append(f"| {name} | {est.removeprefix('est_psnr_')} | {s['n']} | {s['median_abs_err']:.2f} | "
                              f"{s['median_err']:+.2f} | {100 * s['within_1db']:.0f} % | {s['spearman']:.3f} | "
-                             f"{100 * s['coverage']:.0f} % | {100 * s['coverage_pixel']:.0f} % |")
+                             f"{100 * s['coverage']:.0f} % | {pixel} |")
         lines.append("")
     lines += [targets, ""]
     oracle = oracle_energy(frame)
@@ -272,10 +273,10 @@ def compare(frame: pd.DataFrame, earlier: pd.DataFrame, path: Path) -> list[str]
     for column in ("group", "method"):
         for name, part in both.groupby(column, sort=False):
             for est in ("est_psnr_sure", "est_psnr_held_out"):
-                now, old = (part[e] - part["psnr"] for e in (est, f"{est}_earlier"))
-                if now.notna().sum() == 0:
+                now, old = ((part[e] - part["psnr"]).dropna() for e in (est, f"{est}_earlier"))
+                if now.empty:
                     continue
-                lines.append(f"| {name} | {est.removeprefix('est_psnr_')} | {now.notna().sum()} | "
+                lines.append(f"| {name} | {est.removeprefix('est_psnr_')} | {len(now)} | "
                              f"{now.abs().median():.2f} | {old.abs().median():.2f} | "
                              f"{100 * (now.abs() <= 1).mean():.0f} % | {100 * (old.abs() <= 1).mean():.0f} % |")
     return lines + [""]
