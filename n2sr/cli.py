@@ -247,10 +247,14 @@ def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict
                    help="column added to every row (e.g. configuration=A); repeatable")
     p.add_argument("--method", action="append", default=[],
                    help="method name of each image in order (default: the file stem)")
+    p.add_argument("--estimate-pixels", type=int, default=DenoiseConfig.estimate_pixels,
+                   help="as denoise's: a larger plane's noise fit and residual check from crops of about this many "
+                        "pixels; 0: the whole plane (default: %(default)s)")
     _part_option(p, "runs of whole captures, rows concatenated into --csv by gather/K")
     return lambda ns: {"reference": ns.reference, "images": ns.images, "csv": ns.csv, "data_range": ns.data_range,
                        "bits": ns.bits, "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
-                       "methods": ns.method, "part": ns.part, "noisy": ns.noisy}
+                       "methods": ns.method, "part": ns.part, "noisy": ns.noisy,
+                       "estimate_pixels": ns.estimate_pixels}
 
 
 def _crops(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:

@@ -323,19 +323,24 @@ COLUMNS = ("noise_a", "noise_b", "noise_energy", "input_snr_db",
 
 
 def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, data_range: float, *,
-            identity: bool) -> dict[str, float | str]:
+            identity: bool, pixels: int = 0) -> dict[str, float | str]:
     """The `COLUMNS` of one plane: `output` denoised from `noisy` (None: unknown, so only the
     stored `entry` of the denoising step is used), or the noisy input itself (`identity`).
 
     The noise model is the stored one (fitted by the denoising step on the same plane) or fitted
     here; PSNRs use `data_range` (the fixed convention's). The standard errors add the noise
-    fit's (`with_fit_error`) to the stored ones.
+    fit's (`with_fit_error`) to the stored ones. A plane of more than `pixels` (0: no limit) is
+    measured here on its `crops` (the regions the denoising step's estimates used), so that the
+    float copies these columns take stay the size of the crops, not of the plane.
     """
     out: dict[str, float | str] = dict.fromkeys(COLUMNS, math.nan)
     out.update(held_out_kind="", residual_flag="")
+    if noisy is not None and (near := crops(np.shape(noisy)[-2:], pixels, 0)) is not None:
+        noisy, output = (np.stack([np.asarray(a[y0:y1, x0:x1], np.float64) for (y0, x0, y1, x1), _ in near])
+                         for a in (noisy, output))
     if entry is not None and entry.get("noise_a") is not None:
         model = PoissonGaussian(float(entry["noise_a"]), float(entry["noise_b"]))
-    elif noisy is not None and (fitted := fit(noisy)) is not None:
+    elif noisy is not None and (fitted := fit(list(noisy) if np.ndim(noisy) == 3 else noisy)) is not None:
         model = fitted
     else:
         return out
@@ -357,7 +362,7 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
         out["est_pixels"] = math.nan if entry.get("pixels") is None else float(entry["pixels"])
     elif identity and noisy is not None:
         out["est_pixels"] = float(np.size(noisy))
-    if noisy is not None and not identity and min(np.shape(noisy)) >= _MIN_SIDE:
+    if noisy is not None and not identity and min(np.shape(noisy)[-2:]) >= _MIN_SIDE:
         noise_lag1 = Autocorrelation.from_kernel(noise_kernel(noisy)).lag1
         check = residual_check(noisy, output, model, noise_lag1)
         out.update(residual_ratio=check.variance_ratio, residual_lag1=check.lag1, noise_lag1=noise_lag1,

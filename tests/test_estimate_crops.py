@@ -164,3 +164,17 @@ def test_crop_estimate_is_close_to_the_whole_plane_one():
         assert abs(10 * math.log10(whole[f"{name}_mse"] / part[f"{name}_mse"])) < 0.75
     err = np.concatenate([(out - x)[r[0]:r[2], r[1]:r[3]].ravel() for r, _ in estimate.crops(y.shape, 65536, 0)])
     assert abs(part["sure_mse"] - float(np.mean(err**2))) < 3 * part["sure_se"]
+
+
+def test_columns_of_a_large_plane_are_measured_on_its_crops():
+    """The evaluate step's columns of a plane above the limit come from its crops (as the
+    denoising step's estimates do), close to the whole plane's where the content is alike."""
+    x, y = _noisy((384, 384), seed=2)
+    out = ndimage.gaussian_filter(y, 1.5)
+    whole, part = (estimate.columns(y, out, None, 255.0, identity=False, pixels=p) for p in (0, 16384))
+    noisy_part = estimate.columns(y, y, None, 255.0, identity=True, pixels=16384)
+    assert noisy_part["est_pixels"] == 16384
+    assert estimate.columns(y, y, None, 255.0, identity=True)["est_pixels"] == y.size
+    assert part["noise_energy"] == pytest.approx(whole["noise_energy"], rel=0.1)
+    assert part["residual_ratio"] == pytest.approx(whole["residual_ratio"], rel=0.1)
+    assert abs(part["noise_lag1"] - whole["noise_lag1"]) < 0.05 and abs(whole["noise_lag1"]) < 0.05

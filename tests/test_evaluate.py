@@ -146,3 +146,21 @@ def test_summary_counts_unbounded_estimates():
     assert summary.est_psnr_held_out_mean == pytest.approx(32.0) and summary.est_psnr_held_out_n_inf == 0
     columns = list(tables.summary_table(rows).columns)
     assert columns.index("est_psnr_sure_n_inf") == columns.index("est_psnr_sure_std") + 1
+
+
+def test_evaluate_estimate_pixels_measures_large_planes_on_crops(tmp_path):
+    """`--estimate-pixels` reaches the reference-free columns: the noisy row's estimate covers the
+    crops only (0: the whole plane)."""
+    import tifffile
+
+    from n2sr.cli import main
+
+    rng = np.random.default_rng(2)
+    ref = rng.integers(40, 200, (128, 128)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "ref.tif", ref)
+    tifffile.imwrite(tmp_path / "noisy.tif", np.clip(ref + rng.normal(0, 10, ref.shape), 0, 255).astype(np.uint8))
+    for pixels, expected in ((4096, 4096), (0, 128 * 128)):
+        csv = tmp_path / f"m{pixels}.csv"
+        assert main(["evaluate", "--reference", str(tmp_path / "ref.tif"), str(tmp_path / "noisy.tif"),
+                     "--method", "noisy", "--csv", str(csv), "--estimate-pixels", str(pixels)]) == 0
+        assert pd.read_csv(csv).loc[0, "est_pixels"] == expected

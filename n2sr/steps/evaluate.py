@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from n2sr import estimate
+from n2sr.config import DenoiseConfig
 from n2sr.errors import InputError
 from n2sr.io import parts
 from n2sr.io.csvs import write_image_csv
@@ -31,7 +32,8 @@ def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLi
              csv: str | os.PathLike[str] | None = None, data_range: float | None = None,
              bits: int | None = None, captures: Sequence[int] | None = None, labels: dict[str, str] | None = None,
              methods: Sequence[str] = (), part: str | None = None,
-             noisy: str | os.PathLike[str] | None = None) -> list[dict]:
+             noisy: str | os.PathLike[str] | None = None,
+             estimate_pixels: int = DenoiseConfig.estimate_pixels) -> list[dict]:
     """One row per plane; `methods` names each image's method (default: its file stem).
 
     `reference` may be a no-reference marker (`n2sr.steps.reference.write_none`): then no PSNR/SSIM
@@ -42,6 +44,9 @@ def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLi
     `part` scatters a huge stack over K jobs (`n2sr.io.parts`): ``k/K`` scores run k of the
     captures of every image into a part CSV beside `csv`, ``gather/K`` concatenates the parts
     into `csv` (and returns no rows); the rows are those of one job.
+
+    `estimate_pixels`: as `denoise.estimate_pixels`; the reference-free columns of a larger plane
+    (noise fit, residual check) are measured on its crops (`n2sr.estimate.columns`).
 
     The fixed-range scores use `data_range`, else `bits` (range ``2**bits - 1``), else the
     reference dtype's full scale where the data can fill it (`n2sr.metrics.fixed_range`); the
@@ -100,7 +105,8 @@ def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLi
             g = selection.captures[j] * per + k % per  # the plane's flat index in the image
             y = plane if method == NOISY else None if source is None else source[(selection.captures[j], *inner)]
             entry = entries[g] if g < len(entries) else None
-            row.update(estimate.columns(y, plane, entry, row["data_range"], identity=method == NOISY))
+            row.update(estimate.columns(y, plane, entry, row["data_range"], identity=method == NOISY,
+                                        pixels=estimate_pixels))
         rows += new
     if csv is not None:
         write_image_csv(rows, csv if stage is None else parts.marker(csv, stage.index, stage.count, ".csv"))

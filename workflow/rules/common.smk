@@ -10,7 +10,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from n2sr.config import IngestConfig
+from n2sr.config import DenoiseConfig, IngestConfig
 from n2sr.io import parts as scatter
 from n2sr.io.atomic import atomic_path
 from n2sr.io.samples import TEST_SPLITS, TRAIN_SPLITS, reference_names, sample_table
@@ -229,8 +229,12 @@ INGEST_OPTIONS = cli_options({"codec": None if config["ingest"]["codec"] == "zst
                               "clevel": config["ingest"]["clevel"],
                               "shard_mb": None if config["ingest"]["shard_mb"] == IngestConfig.shard_mb else config["ingest"]["shard_mb"]})
 DENOISE_OPTIONS = denoise_options()
-EVALUATE_NOISY_OPTIONS = cli_options({"captures": config["test_captures"], **config["evaluate"]})
-EVALUATE_OPTIONS = cli_options(config["evaluate"])
+# denoise.estimate_pixels reaches evaluate only when changed, so that existing evaluate commands
+# (and Snakemake's params trigger) stay as they were
+_EVALUATE = {**config["evaluate"], "estimate_pixels": None if config["denoise"]["estimate_pixels"] ==
+             DenoiseConfig.estimate_pixels else config["denoise"]["estimate_pixels"]}
+EVALUATE_NOISY_OPTIONS = cli_options({"captures": config["test_captures"], **_EVALUATE})
+EVALUATE_OPTIONS = cli_options(_EVALUATE)
 BM3D_OPTIONS = cli_options({"captures": config["test_captures"], "pyramid": config["denoise"]["pyramid"],
                             "estimate": config["denoise"]["estimate_draws"] > 0,
                             "estimate_pixels": config["denoise"]["estimate_pixels"]})
