@@ -1,6 +1,6 @@
 """Reference-free estimates on crops (`denoise.estimate_pixels`) against the whole plane's (issue 15).
 
-The estimates of a plane larger than `estimate_pixels` are computed on `n2sr.estimate.crops` of
+The estimates of a plane larger than `estimate_pixels` are computed on `n2sr.regions.crops` of
 about that many pixels. This measures, on real planes with references (FMD Confocal_BPAE_B,
 W2S channel 0; single 512 x 512 frames and 2 x 2 mosaics of four FOVs, 1024 x 1024, standing in
 for a large plane), for a small trained Noise2SR model on the default inference path (bf16,
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from n2sr import estimate
+from n2sr import estimate, regions
 from n2sr.bm3d import REACH, bm3d_denoise
 from n2sr.config import MULTIPLE, DenoiseConfig, ModelConfig
 from n2sr.io import checkpoints
@@ -100,18 +100,18 @@ MARGIN = {"n2sr": (DenoiseConfig().overlap, MULTIPLE), "bm3d": (REACH, 1)}  # th
 
 def crop_truth(out: np.ndarray, ref: np.ndarray, method: str, pixels: int, tiles: int) -> float:
     """The true PSNR over the pixels of the crops (the whole plane's where there are none)."""
-    regions = estimate.crops(out.shape, pixels, *MARGIN[method], tiles=tiles)
-    if regions is None:
+    found = regions.crops(out.shape, pixels, *MARGIN[method], tiles=tiles)
+    if found is None:
         return psnr(ref, out, R)
-    err = np.concatenate([(out - ref)[y0:y1, x0:x1].ravel() for (y0, x0, y1, x1), _ in regions])
+    err = np.concatenate([(out - ref)[y0:y1, x0:x1].ravel() for (y0, x0, y1, x1), _ in found])
     return estimate.mse_to_psnr(float(np.mean(err**2)), R)
 
 
 def settings(shape: tuple[int, int], method: str, pixels: list[int], tiles: list[int]) -> list[tuple[int, int]]:
     """(pixels, tiles) to measure: the whole plane (0, 0), and every setting that gives crops
-    (the others are the whole plane, by `n2sr.estimate.crops`)."""
+    (the others are the whole plane, by `n2sr.regions.crops`)."""
     return [(0, 0)] + [(p, t) for p in pixels for t in tiles
-                       if estimate.crops(shape, p, *MARGIN[method], tiles=t) is not None]
+                       if regions.crops(shape, p, *MARGIN[method], tiles=t) is not None]
 
 
 def run(args) -> pd.DataFrame:
@@ -131,7 +131,7 @@ def run(args) -> pd.DataFrame:
                 for pixels, tiles in settings(y.shape, method, args.pixels, args.tiles):
                     runner = Counting(engine)
                     t0 = time.process_time()
-                    with mock.patch.object(estimate, "CROP_TILES", tiles or estimate.CROP_TILES):
+                    with mock.patch.object(regions, "CROP_TILES", tiles or regions.CROP_TILES):
                         entry = (plane_estimates(runner, y, out, method="n2sr", settings=None, sr=True,
                                                  draws=args.draws, seed=0, pixels=pixels) if method == "n2sr"
                                  else bm3d_sure(y, out, seed=0, pixels=pixels))
@@ -173,7 +173,7 @@ def pass_pixels_20k(draws: int, pixels: int, tiles: int) -> float:
     the whole plane's SURE pass and `draws` quarter-size held-out passes, or the crops' windows
     (SURE: two passes with the context; held-out: `draws` quarter-size passes with twice that)."""
     shape, (context, align) = (20000, 20000), MARGIN["n2sr"]
-    near = estimate.crops(shape, pixels, context, align, tiles)
+    near = regions.crops(shape, pixels, context, align, tiles)
     if near is None:
         return shape[0] * shape[1] * (1 + draws / 4)
     return sum(2 * c.window_pixels + draws * c.widened(2 * context, shape, align).window_pixels / 4 for c in near)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import bm3d
 import numpy as np
 
-from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian, gat_forward, gat_inverse
+from n2sr.gat import gat_forward, gat_inverse
+from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian
 
 REACH = 64
 """Plane pixels around a region that BM3D's output there depends on, about: blocks of 8 matched
 within a 39-pixel search window (the ``np`` profile), twice (the Wiener stage matches on the first
-stage's estimate). The context of the crops its estimates are computed on (`n2sr.estimate.crops`)."""
+stage's estimate). The context of the crops its estimates are computed on (`n2sr.regions.crops`)."""
 
 # Below this share of Poisson variance at the mean intensity the GAT only adds its
 # inversion error: treat the noise as Gaussian with variance b.

@@ -251,7 +251,7 @@ class DenoiseConfig:
         many random sub-samplings or masks (each a pass at half size for Noise2SR, full size for
         N2V/N2S); 0 computes neither. Not computed for a scattered (``part_size``) stack.
     estimate_pixels : a larger plane is estimated on 4 crops spread over it totalling about this
-        many pixels, each with the block context around it (`n2sr.estimate.crops`), so the
+        many pixels, each with the block context around it (`n2sr.regions.crops`), so the
         estimates cost about as much whatever the plane's size; 0: the whole plane (not None,
         which a workflow option cannot pass on). The estimates record the pixels they were
         computed on (CSV column ``est_pixels``).

@@ -1,4 +1,4 @@
-"""Estimates of a large plane from crops (`denoise.estimate_pixels`, n2sr.estimate.crops).
+"""Estimates of a large plane from crops (`denoise.estimate_pixels`, n2sr.regions.crops).
 
 A plane of more than `estimate_pixels` is estimated on crops with the denoiser's context around
 them; a smaller one exactly as the whole plane always was; and the crops' estimate stays close
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from n2sr import estimate
+from n2sr import estimate, regions
 from n2sr.config import DenoiseConfig, ModelConfig
 from n2sr.nn.inference import Engine
 from n2sr.nn.model import build_model, receptive_field
@@ -50,18 +50,18 @@ class Blur:
 
 
 def test_crops_total_the_budget_spread_over_the_plane():
-    assert estimate.crops((512, 512), 262144, 32) is None and estimate.crops((4000, 4000), 0, 32) is None
-    assert estimate.crops((300, 300), 4096, 64) is None  # windows twice cost more than the plane once
-    regions = estimate.crops((1000, 800), 40000, 0)
-    assert [c.region for c in regions] == [(200, 150, 300, 250), (200, 550, 300, 650),
+    assert regions.crops((512, 512), 262144, 32) is None and regions.crops((4000, 4000), 0, 32) is None
+    assert regions.crops((300, 300), 4096, 64) is None  # windows twice cost more than the plane once
+    found = regions.crops((1000, 800), 40000, 0)
+    assert [c.region for c in found] == [(200, 150, 300, 250), (200, 550, 300, 650),
                                            (700, 150, 800, 250), (700, 550, 800, 650)]
-    assert sum((y1 - y0) * (x1 - x0) for (y0, x0, y1, x1), _ in regions) == 40000
-    for (y0, x0, y1, x1), _ in regions:  # one crop centred in each quarter
+    assert sum((y1 - y0) * (x1 - x0) for (y0, x0, y1, x1), _ in found) == 40000
+    for (y0, x0, y1, x1), _ in found:  # one crop centred in each quarter
         assert (y0 + y1) // 2 in (250, 750) and (x0 + x1) // 2 in (200, 600)
-    narrow = estimate.crops((20000, 24), 4096, 0)  # a narrow plane: the budget goes to the long axis
+    narrow = regions.crops((20000, 24), 4096, 0)  # a narrow plane: the budget goes to the long axis
     assert all(x1 - x0 == 12 for (_, x0, _, x1), _ in narrow)
     assert 4000 <= sum((y1 - y0) * (x1 - x0) for (y0, x0, y1, x1), _ in narrow) <= 4096
-    wide = regions[0].widened(32, (1000, 800), 32)
+    wide = found[0].widened(32, (1000, 800), 32)
     assert wide.window == (160, 96, 352, 288) and wide.inner == (slice(40, 140), slice(54, 154))
 
 
@@ -76,7 +76,7 @@ def test_crop_windows_give_the_whole_plane_output():
                     normalizer=NORM)
     _, y = _noisy((400, 400))
     whole = engine.denoise_plane(y.astype(np.float32))[0]
-    for c in estimate.crops(y.shape, 4096, engine.context, 32):
+    for c in regions.crops(y.shape, 4096, engine.context, 32):
         (wy0, wx0, wy1, wx1), (y0, x0, y1, x1) = c.window, c.region
         assert (wy1 - wy0) * (wx1 - wx0) < y.size  # a real crop, not the whole plane
         np.testing.assert_array_equal(_window(engine, y[wy0:wy1, wx0:wx1], c, y.shape), whole[y0:y1, x0:x1])
@@ -162,7 +162,7 @@ def test_crop_estimate_is_close_to_the_whole_plane_one():
     for name in ("sure", "held_out"):
         assert abs(part[f"{name}_mse"] - whole[f"{name}_mse"]) < 2 * part[f"{name}_se"]
         assert abs(10 * math.log10(whole[f"{name}_mse"] / part[f"{name}_mse"])) < 0.75
-    err = np.concatenate([(out - x)[r[0]:r[2], r[1]:r[3]].ravel() for r, _ in estimate.crops(y.shape, 65536, 0)])
+    err = np.concatenate([(out - x)[r[0]:r[2], r[1]:r[3]].ravel() for r, _ in regions.crops(y.shape, 65536, 0)])
     assert abs(part["sure_mse"] - float(np.mean(err**2))) < 3 * part["sure_se"]
 
 

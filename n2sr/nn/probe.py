@@ -7,7 +7,7 @@ size, whose 2x output predicts the complement pixels; the blind-spot input of No
 Noise2Self, whose output predicts the masked pixels). The sub-sampler and the masks are the
 training ones (`n2sr.nn.subsample`, `n2sr.nn.blindspot`), drawn from a generator seeded per plane.
 
-A plane of more than `pixels` (``denoise.estimate_pixels``) is estimated on `n2sr.estimate.crops`
+A plane of more than `pixels` (``denoise.estimate_pixels``) is estimated on `n2sr.regions.crops`
 of about that many pixels, each run with the engine's block context around it as a streamed
 block is (twice that for Noise2SR's half-size sub-sampled input, whose network reach spans two
 plane pixels per pixel), so the passes cost about `pixels` however large the plane. SURE then
@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from n2sr import estimate
+from n2sr import estimate, regions
 from n2sr.config import MULTIPLE, N2SConfig, N2VConfig
 from n2sr.nn.blindspot import n2s_mask, n2v_mask
 from n2sr.nn.subsample import subsample
@@ -67,7 +67,7 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
     shape = tuple(plane.shape[-2:])
     kind = HELD_OUT.get(method) if method != "n2sr" or sr else None
     held = estimate.NAN
-    near = estimate.crops(shape, pixels, runner.context, MULTIPLE)
+    near = regions.crops(shape, pixels, runner.context, MULTIPLE)
     if near is None:
         y = np.asarray(plane[:, :], np.float64)
         model = estimate.fit(y)
@@ -89,19 +89,19 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
             reach = runner.context * (2 if method == "n2sr" else 1)
             held = _cropped_held_out(runner, plane, [c.widened(reach, shape, MULTIPLE) for c in near], model,
                                      method, settings, draws, seed)
-        regions = np.concatenate([w[c.inner].ravel() for c, w in zip(near, windows)])
-        counted, energy = regions.size, float(np.mean(estimate.noise_variance(regions, model)))
+        estimated = np.concatenate([w[c.inner].ravel() for c, w in zip(near, windows)])
+        counted, energy = estimated.size, float(np.mean(estimate.noise_variance(estimated, model)))
     return estimate.record(model, energy, sure, eps, held, kind or "", draws if kind else 0, counted)
 
 
-def _window(runner: Runner, z: np.ndarray, crop: estimate.Crop, shape: tuple[int, int]) -> np.ndarray:
+def _window(runner: Runner, z: np.ndarray, crop: regions.Crop, shape: tuple[int, int]) -> np.ndarray:
     """The output of `crop`'s region from its window `z`, as a streamed block computes it."""
     y0, x0, y1, x1 = crop.window
     out, _ = runner.denoise_window(np.asarray(z, np.float32)[None], ((y0, x0), crop.region, shape))
     return out[0]
 
 
-def _cropped_held_out(runner: Runner, y: PlaneLike, parts: list[estimate.Crop], model, method: str,
+def _cropped_held_out(runner: Runner, y: PlaneLike, parts: list[regions.Crop], model, method: str,
                       settings: dict[str, Any] | None, draws: int, seed: int) -> estimate.Estimate:
     """`estimate.held_out` pooled over the regions of `parts` (its error as `estimate.pooled`):
     each draw's predictions and masks are those of the windows (`held_out_predictions`), kept

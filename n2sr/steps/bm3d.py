@@ -14,7 +14,8 @@ import numpy as np
 
 from n2sr.bm3d import REACH, bm3d_denoise
 from n2sr.config import DenoiseConfig
-from n2sr.estimate import black_box_sure, cropped_sure, crops, fit, noise_variance, record, unavailable
+from n2sr.estimate import black_box_sure, cropped_sure, fit, noise_variance, record, unavailable
+from n2sr.regions import crops
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
