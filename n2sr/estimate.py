@@ -102,7 +102,7 @@ def probe(shape: tuple[int, ...], seed: int | Sequence[int]) -> np.ndarray:
 def probe_step(noisy: np.ndarray, model: PoissonGaussian) -> float:
     """The finite-difference step: the perturbation ``eps u`` (`direction`, ``u ~ v p``) is about
     `PROBE_STEP` times the noise std, small against the noise (the denoiser stays in its regime)
-    and large against float rounding of its output. In 1 / intensity."""
+    and large against float rounding of its output. In 1 / intensity (recorded as ``sure_step``)."""
     v = float(np.mean(noise_variance(noisy, model)))
     return PROBE_STEP / (math.sqrt(v) if v > 0 else max(float(np.std(noisy)), 1e-6))
 
@@ -112,9 +112,9 @@ WHITE = np.pad(np.ones((1, 1)), 2)
 
 
 def noise_kernel(noisy: np.ndarray) -> np.ndarray:
-    """The noise correlation kernel SURE assumes for `noisy`: estimated from the plane, or
-    `WHITE` where the plane is too small to estimate it (`_MIN_SIDE`)."""
-    return estimate_kernel(noisy, window=KERNEL_WINDOW) if min(np.shape(noisy)) >= _MIN_SIDE else WHITE
+    """The noise correlation kernel SURE assumes for `noisy` (a plane, or a stack of equal crops of
+    one, (..., Y, X)): estimated from it, or `WHITE` where it is too small (`_MIN_SIDE`)."""
+    return estimate_kernel(noisy, window=KERNEL_WINDOW) if min(np.shape(noisy)[-2:]) >= _MIN_SIDE else WHITE
 
 
 def direction(noisy: np.ndarray, model: PoissonGaussian, p: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -136,8 +136,7 @@ def sure(noisy: np.ndarray, denoised: np.ndarray, perturbed: np.ndarray, p: np.n
     """Monte-Carlo PG-URE of ``denoised = f(noisy)``; ``perturbed = f(noisy + eps u)``,
     ``u = direction(noisy, model, p, kernel)``.
 
-    The standard error treats the per-pixel terms as independent (it ignores their spatial
-    correlation, so it is a lower bound).
+    Arrays of a plane (2-D) get the block standard error of `_mean`; flat ones the pixel one.
     """
     y = np.asarray(noisy, np.float64)
     f = np.asarray(denoised, np.float64)
