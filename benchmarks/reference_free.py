@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -322,24 +323,20 @@ def step_sweep(args) -> str:
              f"(in units of the noise std; the pipeline uses {estimate.PROBE_STEP}).", "",
              "| image | denoiser | true | " + " | ".join(f"step {e}" for e in steps) + " |",
              "|---|---|---|" + "---|" * len(steps)]
-    default = estimate.PROBE_STEP
-    try:
-        for name, noisy, ref, affine in cases:
-            y, x = crop(noisy, 256).astype(np.float64), crop(ref, 256).astype(np.float64)
-            x = affine_to(x, y) if affine else x
-            model = estimate.fit(y)
-            noise = (max(model.a, 0.0), model.b)
-            for label, f in (("BM3D", lambda z: bm3d_denoise(z, noise=noise)),
-                             ("Gaussian blur 1.5", lambda z: ndimage.gaussian_filter(z, 1.5))):
-                out = f(y)
-                cells = []
-                for step in steps:
-                    estimate.PROBE_STEP = step
+    for name, noisy, ref, affine in cases:
+        y, x = crop(noisy, 256).astype(np.float64), crop(ref, 256).astype(np.float64)
+        x = affine_to(x, y) if affine else x
+        model = estimate.fit(y)
+        noise = (max(model.a, 0.0), model.b)
+        for label, f in (("BM3D", lambda z: bm3d_denoise(z, noise=noise)),
+                         ("Gaussian blur 1.5", lambda z: ndimage.gaussian_filter(z, 1.5))):
+            out = f(y)
+            cells = []
+            for step in steps:
+                with mock.patch.object(estimate, "PROBE_STEP", step):
                     cells.append("/".join(f"{estimate.mse_to_psnr(estimate.black_box_sure(f, y, out, model, s)[0].mse, R):.2f}"
                                           for s in range(2)))
-                lines.append(f"| {name} | {label} | {psnr(x, out, R):.2f} | " + " | ".join(cells) + " |")
-    finally:
-        estimate.PROBE_STEP = default
+            lines.append(f"| {name} | {label} | {psnr(x, out, R):.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

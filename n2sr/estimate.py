@@ -272,7 +272,7 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
     The noise model is the stored one (fitted by the denoising step on the same plane) or fitted
     here; PSNRs use `data_range` (the fixed convention's). The standard errors add the noise
     fit's (`with_fit_error`) to the stored ones. A plane of more than `pixels` (0: no limit) is
-    measured here on its `crops` (the regions the denoising step's estimates used), so that the
+    measured here on its `crops` (placed as the denoising step's are), so that the
     float copies these columns take stay the size of the crops, not of the plane.
     """
     out: dict[str, float | str] = dict.fromkeys(COLUMNS, math.nan)

@@ -202,6 +202,8 @@ def estimate_poisson_gaussian(img: np.ndarray | list[np.ndarray], *, window: int
         ``(a, b)`` in the units of `img` (``a`` in intensity per photon, ``b`` intensity**2).
     """
     planes = [np.asarray(z, dtype=np.float64) for z in (img if isinstance(img, list) else [img])]
+    if not planes:
+        raise ValueError("no plane to fit")
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window must be odd and >= 3, got {window}")
     if n_bins < 3:
@@ -213,8 +215,6 @@ def estimate_poisson_gaussian(img: np.ndarray | list[np.ndarray], *, window: int
             raise ValueError(f"plane {z.shape} too small for window {window}: need both sides >= {4 * window}")
         if not np.isfinite(z).all():
             raise ValueError("plane has NaN or inf values; mask or fill them first")
-    if not planes:
-        raise ValueError("no plane to fit")
     top = max(float(z.max()) for z in planes)
     m = [ndimage.uniform_filter(z, window, mode="reflect") for z in planes]
     e = [(z - mz) / np.sqrt(1.0 - 1.0 / window**2) for z, mz in zip(planes, m)]
