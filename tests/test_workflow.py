@@ -122,6 +122,33 @@ def test_dry_run_of_the_synthetic_noise_experiment(tmp_path):
             assert option in command, command
 
 
+@pytest.mark.parametrize("learns_from", [[], ["low_noise"]])
+def test_dry_run_of_a_warm_start_from_the_generic_model(tmp_path, learns_from):
+    """train.init: generic: one train_generic job on the train FOVs of generic.configurations
+    (all when empty), from scratch with the generic budget; each configuration's n2sr then
+    fine-tunes it (--init, and the model as an input so it waits), its own images only; the
+    baselines start from scratch."""
+    config = tmp_path / "generic.yaml"
+    config.write_text(yaml.safe_dump({"train": {"init": "generic"}, "methods": ["n2sr", "n2v"],
+                                      "generic": {"configurations": learns_from, "minutes": 7}}))
+    run = snakemake(shipped_workdir(tmp_path, False), "-n", "--nolock", "-p", "--configfile", str(config))
+    assert run.returncode == 0, run.stdout
+    counts = job_counts(run.stdout)
+    assert counts["train_generic"] == 1 and counts["train"] == 2 and counts["train_baseline"] == 2, counts
+    commands = [line.removeprefix("Shell command: ") for line in run.stdout.splitlines()
+                if line.startswith("Shell command: n2sr train ")]
+    generic = [c for c in commands if "--out results/generic/model.pt " in c]
+    assert len(generic) == 1 and "--init scratch " in generic[0] and "--minutes 7 " in generic[0], generic
+    images = generic[0].split(" --out ")[0].split()[2:]
+    assert {i.split("/")[2] for i in images} == set(learns_from or ["high_noise", "low_noise"]), images
+    for name in ("high_noise", "low_noise"):
+        (own,) = [c for c in commands if f"--out results/models/{name}/model.pt " in c]
+        assert "--init results/generic/model.pt " in own and "--minutes 2 " in own, own
+        assert {i.split("/")[2] for i in own.split(" --out ")[0].split()[2:]} == {name}, own
+        (baseline,) = [c for c in commands if f"--out results/models/{name}/n2v/model.pt " in c]
+        assert "--init scratch " in baseline, baseline
+
+
 def test_dry_run_scatters_the_ingest_of_a_large_tiff_stack(tmp_path):
     """ingest.part_size: a 12-plane stack in shards of 3 planes is converted by prepare, 4 parts and
     the gathering ingest job (K from the TIFF header, in whole shards); the 2-plane stack below the
@@ -178,6 +205,7 @@ def test_every_schema_key_is_described():
     ({"train": {"iterations": "many"}}, ["iterations", "integer"]),
     ({"denoise": {"tile_size": 100}}, ["tile_size", "multiple of 32"]),
     ({"resolution": 2}, ["resolution"]),
+    ({"train": {"init": "generic"}, "generic": {"configurations": ["nope"]}}, ["generic.configurations", "nope"]),
 ])
 def test_bad_config_fails_naming_the_key(tmp_path, override, names):
     path = tmp_path / "bad.yaml"

@@ -191,10 +191,60 @@ def model_dir(method: str) -> str:
 
 def train_options(method: str) -> str:
     """`n2sr train` options of `method`: the shared training settings and the method's own
-    (config section `n2v`, `n2s` or `n2n`, options `--n2v-box`, ...)."""
+    (config section `n2v`, `n2s` or `n2n`, options `--n2v-box`, ...). With train.init: generic,
+    n2sr starts from the generic model and the baselines (other networks) from scratch."""
     own = {f"{method}_{key}": value for key, value in config.get(method, {}).items()}
     train = {k: v for k, v in config["train"].items() if k != "retrain"}  # the workflow's, not n2sr train's
+    if GENERIC:
+        train["init"] = GENERIC_MODEL if method == "n2sr" else "scratch"
     return cli_options({"method": method, "captures": config["train_captures"], **train, **own})
+
+
+# train.init: generic -> every n2sr model fine-tunes one generic model, trained first on the train
+# FOVs of generic.configurations (all by default). It lives outside results/models/, where a
+# configuration could be named "generic".
+GENERIC = config["train"]["init"] == "generic"
+GENERIC_MODEL = "results/generic/model.pt"
+
+
+def generic_configurations() -> list[str]:
+    """The configurations whose train FOVs the generic model learns from; an unknown name, or
+    none with a train FOV, is a config error naming the key."""
+    names = config["generic"]["configurations"] or CONFIGURATIONS
+    unknown = sorted(set(names) - set(CONFIGURATIONS))
+    if unknown:
+        raise ConfigError(f"config generic.configurations: {', '.join(unknown)} not in the sample sheet "
+                          f"(configurations: {', '.join(CONFIGURATIONS)})")
+    trained = samples[samples["split"].isin(TRAIN_SPLITS)]["configuration"]
+    names = [n for n in names if n in set(trained)]
+    if not names:
+        raise ConfigError("config generic.configurations: none of them has a train FOV to learn from")
+    return names
+
+
+GENERIC_CONFIGURATIONS = generic_configurations() if GENERIC else []
+
+
+def generic_images(wildcards) -> list[str]:
+    part = samples[samples["configuration"].isin(GENERIC_CONFIGURATIONS) & samples["split"].isin(TRAIN_SPLITS)]
+    return [ingested(c, f) for c, f in zip(part["configuration"], part["fov"])]
+
+
+def generic_options() -> str:
+    """`n2sr train` options of the generic model: n2sr's, from scratch, with the generic
+    section's budget where set (a longer one: it sees every configuration)."""
+    train = {k: v for k, v in config["train"].items() if k != "retrain"}
+    train["init"] = "scratch"
+    train.update({k: v for k, v in config["generic"].items() if k in ("iterations", "minutes") and v is not None})
+    return cli_options({"method": "n2sr", "captures": config["train_captures"], **train})
+
+
+def train_inputs(wildcards) -> dict[str, Any]:
+    """Training images, and the generic model n2sr starts from (train.init: generic)."""
+    inputs = {"images": train_images(wildcards)}
+    if getattr(wildcards, "method", "n2sr") == "n2sr":
+        inputs["init"] = GENERIC_MODEL
+    return inputs
 
 
 def denoised(wildcards) -> str:

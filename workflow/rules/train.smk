@@ -1,6 +1,16 @@
+# The command of a scratch run is the one from before train.init: generic existed: Snakemake
+# reruns a job whose command changed, and an upgrade must not retrain whole archives.
+TRAIN_SHELL = (
+    "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q} --resume"
+    " {params.options} > {log:q} 2>&1"
+)
+if GENERIC:
+    TRAIN_SHELL = TRAIN_SHELL.replace("{input:q}", "{input.images:q}")
+
+
 rule train:
     input:
-        train_images,
+        unpack(train_inputs) if GENERIC else train_images,
     output:
         model="results/models/{configuration}/model.pt",
         curve="results/models/{configuration}/curve.csv",
@@ -28,8 +38,7 @@ rule train:
     # --resume: a killed job continues from model.pt.state (saved every checkpoint_every
     # iterations, ignored when the data or settings differ) instead of starting over.
     shell:
-        "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q} --resume"
-        " {params.options} > {log:q} 2>&1"
+        TRAIN_SHELL
 
 
 # The baselines' U-Nets train with the same settings, each in its own folder under the
@@ -80,3 +89,37 @@ use rule adopt as adopt_baseline with:
         "logs/adopt/{configuration}/{method}.log",
     benchmark:
         bench("adopt", "{configuration}/{method}")
+
+
+# train.init: generic: the model every configuration's n2sr fine-tunes, trained first on the train
+# FOVs of generic.configurations (n2sr train, as above, with the generic section's budget).
+if GENERIC:
+
+    rule train_generic:
+        input:
+            generic_images,
+        output:
+            model=GENERIC_MODEL,
+            curve="results/generic/curve.csv",
+            plot=report(
+                "results/generic/curve.png",
+                caption="../report/curve.rst",
+                category="Training",
+                labels={"configuration": "generic"},
+            ),
+        log:
+            "logs/train/generic.log",
+        benchmark:
+            bench("train", "generic")
+        conda:
+            N2SR_ENV
+        params:
+            options=generic_options(),
+        threads: lookup(dpath="resources/train/threads", within=config)
+        resources:
+            gpu=lookup(dpath="resources/train/gpu", within=config),
+            mem_mb=scaled_mem("train"),
+            runtime=lookup(dpath="resources/train/runtime", within=config),
+        shell:
+            "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q} --resume"
+            " {params.options} > {log:q} 2>&1"
