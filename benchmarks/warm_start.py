@@ -8,7 +8,12 @@ is trained for each budget twice with the same seed: from scratch and from the g
 (``train.init``). Both arms are scored as ``quality_budget.py`` scores (BPAE_B on held-out FOVs
 17-18, the rest in-sample), run one after the other so they share the machine's load.
 
+With ``--include-fold`` the generic model also learns from the fold's own training planes, as
+the workflow's ``train.init: generic`` does (self-supervised: the images to denoise are fair
+training data); ``--reuse`` keeps a generic model already at its path.
+
     .venv/bin/python benchmarks/warm_start.py --minutes 1 2 --generic-minutes 5
+    .venv/bin/python benchmarks/warm_start.py --minutes 5 --generic-minutes 20 --folds Confocal_BPAE_B,Confocal_BPAE_G
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from quality_budget import Case, cases, train_and_score  # noqa: E402
 from quality_fmd import fmd_root  # noqa: E402
 
 from n2sr.config import TrainConfig  # noqa: E402
+from n2sr.io import checkpoints  # noqa: E402
 from n2sr.io.provenance import versions  # noqa: E402
 from n2sr.steps.train import train_planes  # noqa: E402
 
@@ -37,20 +43,26 @@ EVERY = ["Confocal_BPAE_B", "Confocal_BPAE_G", "Confocal_BPAE_R", "Confocal_FISH
 FOLDS = [["Confocal_BPAE_B", "Confocal_BPAE_G", "Confocal_BPAE_R"], ["Confocal_FISH", "Confocal_MICE"]]
 
 
-def generic(others: list[Case], minutes: float, path: Path, seed: int, quiet: bool) -> dict:
-    """Train the generic model on every plane of `others`; what it saw and how long it took."""
+def generic(others: list[Case], minutes: float, path: Path, seed: int, quiet: bool, reuse: bool) -> dict:
+    """Train the generic model on every plane of `others` (or keep the one at `path`); what it
+    saw and how long it took."""
     planes = [p for case in others for p in case.train]
+    seen = {"configurations": [c.name for c in others], "planes": len(planes), "minutes": minutes}
+    if reuse and path.is_file():
+        ckpt = checkpoints.load(path)
+        return {**seen, "iterations": ckpt["steps"], "seconds": round(ckpt["seconds"], 1)}
     t0 = time.monotonic()
     result = train_planes(planes, path, TrainConfig(minutes=minutes, iterations=10**9, seed=seed), progress=not quiet)
-    return {"configurations": [c.name for c in others], "planes": len(planes), "minutes": minutes,
-            "iterations": result.steps, "seconds": round(time.monotonic() - t0, 1)}
+    return {**seen, "iterations": result.steps, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def markdown(frame: pd.DataFrame, generics: list[dict], args: argparse.Namespace) -> str:
     lines = ["# Warm start from a generic model against scratch", "",
              f"`benchmarks/warm_start.py {' '.join(args.argv)}` on {time.strftime('%Y-%m-%d')}, torch threads "
              f"{torch.get_num_threads()}. Mean PSNR (dB, per-image range) over the scored images, as "
-             "`quality_budget.py` scores them; each configuration's generic model never saw it.", "",
+             "`quality_budget.py` scores them; "
+             + ("the generic models also saw the fold's own training planes." if args.include_fold
+                else "each configuration's generic model never saw it."), "",
              "**generic models**", ""]
     for g in generics:
         lines.append(f"- for {', '.join(g['fold'])}: {g['iterations']} iterations in {g['seconds']} s on "
@@ -75,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generic-minutes", type=float, default=5)
     p.add_argument("--folds", nargs="+", default=None, metavar="A,B,...",
                    help="comma-separated configurations per fold (default: BPAE | FISH, MICE)")
+    p.add_argument("--include-fold", action="store_true", help="the generic model also learns from the fold")
+    p.add_argument("--reuse", action="store_true", help="keep a generic model already at its path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--name", default="warm_start")
@@ -91,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     generics: list[dict] = []
     for i, fold in enumerate(folds):
         path = args.models_dir / f"generic-fold{i}.pt"
-        g = generic([by_name[n] for n in EVERY if n not in fold], args.generic_minutes, path, args.seed, args.quiet)
+        others = [by_name[n] for n in EVERY if args.include_fold or n not in fold]
+        g = generic(others, args.generic_minutes, path, args.seed, args.quiet, args.reuse)
         generics.append({"fold": fold, **g})
         for name in fold:
             for minutes in args.minutes:

@@ -5,10 +5,12 @@ configuration whose model exists is never retrained."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
+from n2sr.io import checkpoints
 from pipeline_helpers import jobs_run, outputs_of, snakemake, tiny_config, write_config, write_fov, write_sheet
 
 pytestmark = pytest.mark.slow
@@ -72,3 +74,28 @@ def test_a_growing_archive_reruns_only_what_new_fovs_need(tmp_path):
     assert ("denoise", "configuration=A, fov=5") in ran and all("fov=5" in w for r, w in ran if r in PER_FOV), ran
     after = stamps(work)
     assert {rel for rel in before if after[rel] != before[rel]} <= {rel for rel in before if rel.startswith("reports/")}
+
+
+def test_every_configuration_fine_tunes_the_generic_model(tmp_path):
+    """train.init: generic: the generic model trains once on every configuration's train FOVs,
+    each configuration's model starts from it (its sha256 recorded), and a second night has
+    nothing to do."""
+    work = tmp_path / "generic"
+    for i, name in enumerate(["a1", "a2", "b1", "b2"]):
+        write_fov(work / "archive", name, seed=i)
+    rows = [(c, f, f"archive/{c.lower()}{f}.tif", f"archive/{c.lower()}{f}_ref.tif" if f == "2" else "",
+             "test" if f == "2" else "train") for c in "AB" for f in "12"]
+    config = tiny_config("samples.tsv", iterations=20, val_every=10, checkpoint_every=10, init="generic")
+    config["generic"] = {"configurations": [], "iterations": 30, "minutes": None}
+    config["denoise"].update(write_sr=False, write_tiff=False)
+    ran = night(work, rows, config)
+    assert [r for r, _ in ran].count("train_generic") == 1, ran
+    assert sorted(w for r, w in ran if r == "train") == ["configuration=A", "configuration=B"], ran
+    generic = work / "results" / "generic" / "model.pt"
+    assert checkpoints.load(generic)["steps"] == 30
+    for name in "AB":
+        tuned = checkpoints.load(work / "results" / "models" / name / "model.pt")
+        assert tuned["init"] == {"path": "results/generic/model.pt",
+                                 "sha256": hashlib.sha256(generic.read_bytes()).hexdigest()}, tuned["init"]
+    again = snakemake(work, *ARGS)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout, again.stdout
