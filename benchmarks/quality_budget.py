@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_fmd import fmd_root, protocol  # noqa: E402
 
 from n2sr.bm3d import bm3d_denoise  # noqa: E402
-from n2sr.config import DenoiseConfig, TrainConfig  # noqa: E402
+from n2sr.config import DenoiseConfig, ModelConfig, TrainConfig  # noqa: E402
 from n2sr.io import checkpoints  # noqa: E402
 from n2sr.io.images import read_image  # noqa: E402
 from n2sr.io.provenance import versions  # noqa: E402
@@ -111,12 +111,18 @@ def train_and_score(case: Case, minutes: float, overrides: dict, args: argparse.
     t0 = time.monotonic()
     result = train_planes(case.train, path, cfg, progress=not args.quiet)
     seconds = time.monotonic() - t0
+    return [{**row, "minutes": minutes, "iterations": result.steps, "train_seconds": round(seconds, 1)}
+            for row in score_checkpoint(case, path)]
+
+
+def score_checkpoint(case: Case, path: Path) -> list[dict]:
+    """The scored images of `case` denoised by the Noise2SR checkpoint at `path`."""
     ckpt = checkpoints.load(path)
     net = from_state(ckpt["model_config"], ckpt["scale"], ckpt["model"])
-    engine = Engine(net, DenoiseConfig(), scale=ckpt["scale"], receptive_field=receptive_field(cfg.model),
+    engine = Engine(net, DenoiseConfig(), scale=ckpt["scale"],
+                    receptive_field=receptive_field(ModelConfig(**ckpt["model_config"])),
                     normalizer=Normalizer.from_dict(ckpt["normalizer"]))
-    return [{"configuration": case.name, "image": name, "method": "n2sr", "minutes": minutes,
-             "iterations": result.steps, "train_seconds": round(seconds, 1),
+    return [{"configuration": case.name, "image": name, "method": "n2sr",
              **score(case, name, engine.denoise_plane(noisy)[0], ref)} for name, noisy, ref in case.scored]
 
 

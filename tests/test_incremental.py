@@ -6,6 +6,7 @@ configuration whose model exists is never retrained."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -97,5 +98,7 @@ def test_every_configuration_fine_tunes_the_generic_model(tmp_path):
         tuned = checkpoints.load(work / "results" / "models" / name / "model.pt")
         assert tuned["init"] == {"path": "results/generic/model.pt",
                                  "sha256": hashlib.sha256(generic.read_bytes()).hexdigest()}, tuned["init"]
+    manifest = json.loads((work / "results" / "reports" / "run.json").read_text())
+    assert "results/generic/model.pt" in [m["path"] for m in manifest["models"]], manifest["models"]
     again = snakemake(work, *ARGS)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout, again.stdout

@@ -551,9 +551,13 @@ def crops_capture() -> int:
 
 
 def model_records() -> list[str]:
-    """Every model this run uses: model.pt of a trained one, adopted.json of one trained before."""
-    return [f"{model_dir(m).format(configuration=c)}/{'adopted.json' if (c, m) in ADOPTED else 'model.pt'}"
+    """Every model this run uses: model.pt of a trained one, adopted.json of one trained before,
+    and the generic model that trained ones started from."""
+    used = [f"{model_dir(m).format(configuration=c)}/{'adopted.json' if (c, m) in ADOPTED else 'model.pt'}"
             for c in CONFIGURATIONS for m in TRAINED]
+    if "n2sr" in TRAINED and any((c, "n2sr") not in ADOPTED for c in TRAINABLE) and GENERIC:
+        used.append(GENERIC_MODEL)
+    return used
 
 
 BENCHMARKS = "results/benchmarks"
