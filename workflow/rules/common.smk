@@ -222,9 +222,6 @@ def generic_configurations() -> list[str]:
     return names
 
 
-GENERIC_CONFIGURATIONS = generic_configurations() if GENERIC else []
-
-
 def generic_images(wildcards) -> list[str]:
     part = samples[samples["configuration"].isin(GENERIC_CONFIGURATIONS) & samples["split"].isin(TRAIN_SPLITS)]
     return [ingested(c, f) for c, f in zip(part["configuration"], part["fov"])]
@@ -417,6 +414,10 @@ def frozen_configurations() -> set[str]:
 
 
 TRAINABLE = [c for c in CONFIGURATIONS if c not in frozen_configurations()]
+# The generic model is trained (and its config checked) only where some n2sr model starts from it:
+# not when every configuration's model is adopted or frozen.
+GENERIC_NEEDED = GENERIC and "n2sr" in TRAINED and any((c, "n2sr") not in ADOPTED for c in TRAINABLE)
+GENERIC_CONFIGURATIONS = generic_configurations() if GENERIC_NEEDED else []
 
 
 def model_of(wildcards) -> str:
@@ -555,7 +556,7 @@ def model_records() -> list[str]:
     and the generic model that trained ones started from."""
     used = [f"{model_dir(m).format(configuration=c)}/{'adopted.json' if (c, m) in ADOPTED else 'model.pt'}"
             for c in CONFIGURATIONS for m in TRAINED]
-    if "n2sr" in TRAINED and any((c, "n2sr") not in ADOPTED for c in TRAINABLE) and GENERIC:
+    if GENERIC_NEEDED:
         used.append(GENERIC_MODEL)
     return used
 

@@ -93,7 +93,7 @@ use rule adopt as adopt_baseline with:
 
 # train.init: generic: the model every configuration's n2sr fine-tunes, trained first on the train
 # FOVs of generic.configurations (n2sr train, as above, with the generic section's budget).
-if GENERIC:
+if GENERIC_NEEDED:
 
     rule train_generic:
         input:
