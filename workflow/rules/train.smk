@@ -1,11 +1,10 @@
-# The command of a scratch run is the one from before train.init: generic existed: Snakemake
-# reruns a job whose command changed, and an upgrade must not retrain whole archives.
-TRAIN_SHELL = (
+# The command of a scratch run (and of the generic model) is the one from before train.init: generic
+# existed: Snakemake reruns a job whose command changed, and an upgrade must not retrain whole archives.
+TRAIN_COMMAND = (
     "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q} --resume"
     " {params.options} > {log:q} 2>&1"
 )
-if GENERIC:
-    TRAIN_SHELL = TRAIN_SHELL.replace("{input:q}", "{input.images:q}")
+TRAIN_SHELL = TRAIN_COMMAND.replace("{input:q}", "{input.images:q}") if GENERIC else TRAIN_COMMAND
 
 
 rule train:
@@ -121,5 +120,4 @@ if GENERIC_NEEDED:
             mem_mb=scaled_mem("train"),
             runtime=lookup(dpath="resources/train/runtime", within=config),
         shell:
-            "n2sr train {input:q} --out {output.model:q} --curve {output.curve:q} --plot {output.plot:q} --resume"
-            " {params.options} > {log:q} 2>&1"
+            TRAIN_COMMAND
