@@ -3,17 +3,21 @@ configurations the generic model never saw.
 
 Folds of ``../shared/data``'s configurations: for each fold, a generic model is trained (the
 fast recipe, ``--generic-minutes``) on the training planes of every configuration *outside* the
-fold (FMD and W2S, as ``quality_budget.py`` defines them), then every configuration in the fold
-is scored with the generic model as it is (no fine-tuning, "generic as is"), then trained for
-each budget twice with the same seed: from scratch and from the generic model (``train.init``). Both arms are scored as ``quality_budget.py`` scores (BPAE_B on held-out FOVs
-17-18, the rest in-sample), run one after the other so they share the machine's load.
+fold (FMD and W2S, as ``quality_budget.py`` defines them). Every configuration in the fold is
+scored with the generic model as it is (no fine-tuning, "generic as is"), then trained for each
+budget twice with the same seed, from scratch and from the generic model (``train.init``), one
+arm after the other so they share the machine's load. Scores as ``quality_budget.py`` (BPAE_B
+on held-out FOVs 17-18, the rest in-sample).
 
 With ``--include-fold`` the generic model also learns from the fold's own training planes, as
 the workflow's ``train.init: generic`` does (self-supervised: the images to denoise are fair
 training data); ``--reuse`` keeps a generic model already at its path.
 
     .venv/bin/python benchmarks/warm_start.py --minutes 1 2 --generic-minutes 5
-    .venv/bin/python benchmarks/warm_start.py --minutes 5 --generic-minutes 20 --folds Confocal_BPAE_B,Confocal_BPAE_G
+    .venv/bin/python benchmarks/warm_start.py --folds Confocal_BPAE_B,Confocal_FISH --include-fold \
+        --generic-minutes 10 --minutes 1 --arms warm --models-dir /tmp/generic-seen
+
+(the runs behind ``benchmarks/results/warm_start.md`` are listed there).
 """
 
 from __future__ import annotations
