@@ -189,15 +189,16 @@ def model_dir(method: str) -> str:
     return os.path.join("results", "models", "{configuration}", *([] if method == "n2sr" else [method]))
 
 
-def train_options(method: str) -> str:
-    """`n2sr train` options of `method`: the shared training settings and the method's own
-    (config section `n2v`, `n2s` or `n2n`, options `--n2v-box`, ...). With train.init: generic,
-    n2sr starts from the generic model and the baselines (other networks) from scratch."""
+def train_options(method: str, **overrides: Any) -> str:
+    """`n2sr train` options of `method`: the shared training settings (with `overrides`) and the
+    method's own (config section `n2v`, `n2s` or `n2n`, options `--n2v-box`, ...). With
+    train.init: generic, n2sr starts from the generic model and the baselines (other networks)
+    from scratch."""
     own = {f"{method}_{key}": value for key, value in config.get(method, {}).items()}
     train = {k: v for k, v in config["train"].items() if k != "retrain"}  # the workflow's, not n2sr train's
     if GENERIC:
         train["init"] = GENERIC_MODEL if method == "n2sr" else "scratch"
-    return cli_options({"method": method, "captures": config["train_captures"], **train, **own})
+    return cli_options({"method": method, "captures": config["train_captures"], **train, **overrides, **own})
 
 
 # train.init: generic -> every n2sr model fine-tunes one generic model, trained first on the train
@@ -230,10 +231,8 @@ def generic_images(wildcards) -> list[str]:
 def generic_options() -> str:
     """`n2sr train` options of the generic model: n2sr's, from scratch, with the generic
     section's budget where set (a longer one: it sees every configuration)."""
-    train = {k: v for k, v in config["train"].items() if k != "retrain"}
-    train["init"] = "scratch"
-    train.update({k: v for k, v in config["generic"].items() if k in ("iterations", "minutes") and v is not None})
-    return cli_options({"method": "n2sr", "captures": config["train_captures"], **train})
+    budget = {k: v for k, v in config["generic"].items() if k in ("iterations", "minutes") and v is not None}
+    return train_options("n2sr", init="scratch", **budget)
 
 
 def train_inputs(wildcards) -> dict[str, Any]:
