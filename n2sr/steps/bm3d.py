@@ -20,6 +20,7 @@ from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
 from n2sr.io.planes import select
 from n2sr.io.provenance import versions
+from n2sr.noise import estimate_poisson_gaussian
 
 
 def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -56,7 +57,8 @@ def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int, pixels: int = 0) -
     model = fit(y)
     if model is None:  # a constant or saturated plane: no noise to measure, no estimate
         return unavailable()
-    noise = (max(model.a, 0.0), model.b)
+    raw = estimate_poisson_gaussian(y)  # what BM3D ran with: the probe pass must run the same denoiser
+    noise = (max(raw.a, 0.0), raw.b)
     energy = float(np.mean(noise_variance(y, model)))
     near = crops(y.shape, pixels, REACH)
     if near is None:
