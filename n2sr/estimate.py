@@ -50,17 +50,13 @@ PROBE_STEP = 0.05  # finite-difference step of the SURE probe, in units of the n
 # within RESIDUAL_LAG1 of the noise's own (structure left in the residual).
 RESIDUAL_RATIO = (0.7, 1.3)
 RESIDUAL_LAG1 = 0.1
-# Relative standard error of the blind fit's noise energy mean(a y + b): over 22 real FMD frames
-# the fitted RMS noise was 0.95-1.10 of the truth (benchmarks/results/noise_estimation.md), i.e.
-# the energy within about +-10 %. Both estimates subtract that energy, so its error moves them one
-# for one; the intervals of `columns` include it, which dominates wherever the MSE is far below
-# the noise energy (a strong denoiser).
+# Relative standard error of the noise energy: the level-set fit's was up to 10 % on real FMD
+# frames (noise_estimation.md); the band's is within 0.6 % on W2S and synthetic noise, but FMD's true
+# energy is only known to a few % (reference_mismatch.md), so the intervals keep 5 %. It dominates
+# them wherever the MSE is far below the noise energy (a strong denoiser).
 NOISE_FIT_RSE = 0.05
-# The correlation SURE assumes is estimated with a 5-pixel window: texture leaks into larger ones
-# (on FMD's captures the lag-1 reads rise by ~0.03 per 2 pixels of window), and with a Gaussian-blur
-# denoiser on the 5 FMD configurations window 5 put SURE within 0.57 dB of the true PSNR on
-# average, window 7 within 0.98 dB, white noise within 1.97 dB. (`choose_stride`'s thresholds were
-# calibrated on the default 7-pixel estimate and keep it.)
+# The image-domain correlation (widefield-like noise only, `noise_kernel`) uses a 5-pixel window:
+# texture leaks into larger ones (`choose_stride` keeps the default 7).
 KERNEL_WINDOW = 5
 _MIN_SIDE = 4 * KERNEL_WINDOW  # the smallest plane side the correlation is estimated on (`estimate_kernel`)
 # From this lag-1 correlation of the band fit the noise is taken as widefield-like: the band fit
