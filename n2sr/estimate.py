@@ -262,9 +262,8 @@ def calibrated(model: PoissonGaussian, noisy: np.ndarray | list[np.ndarray]) -> 
     """`model` (its shape ``a x + b`` from the level sets) scaled so that its mean variance over
     `noisy` is the noise band's (`n2sr.spectrum.band_energy`, for `noise_kernel`'s correlation).
 
-    Both estimates subtract that energy, and a strong denoiser's MSE is a few per cent of it, so
-    the level-set fit's 1.5-5 % errors (texture in its residuals) became 1-2 dB. Unchanged where
-    no piece is large enough for a spectrum or the model has no positive energy."""
+    Both estimates subtract that energy, a strong denoiser's MSE is a few % of it: the level-set
+    fit's 1.5-5 % errors became 1-2 dB. Unchanged where there is no spectrum or no energy."""
     pieces = noisy if isinstance(noisy, list) else [noisy]
     fitted = float(np.mean(np.concatenate([noise_variance(z, model).ravel() for z in pieces])))
     try:
