@@ -28,7 +28,7 @@ from PIL import Image
 
 from n2sr.bm3d import bm3d_denoise
 from n2sr.config import DenoiseConfig, TrainConfig
-from n2sr.correlation import choose_stride, estimate_autocorrelation, noise_autocorrelation
+from n2sr.correlation import Autocorrelation, choose_stride, estimate_autocorrelation, measured_kernel, noise_autocorrelation
 from n2sr.metrics import psnr
 from n2sr.nn.decorrelate import Decorrelated
 from n2sr.nn.inference import Engine
@@ -47,9 +47,13 @@ def _png(path: Path) -> np.ndarray:
 
 
 def _row(name: str, noisy: np.ndarray, ref: np.ndarray) -> dict:
+    """The truth, the image-domain estimate, and what `train.stride: auto` measures (`measured_kernel`:
+    the spectrum's noise band, the image domain for widefield-like noise) and picks from it."""
     t, e = noise_autocorrelation(noisy, ref), estimate_autocorrelation(noisy)
+    m = Autocorrelation.from_kernel(measured_kernel(noisy))
     return {"data": name, **{f"true_{k}": round(v, 3) for k, v in t.as_dict().items()},
-            **{f"est_{k}": round(v, 3) for k, v in e.as_dict().items()}, "auto_stride": choose_stride(e)}
+            **{f"est_{k}": round(v, 3) for k, v in e.as_dict().items()},
+            **{f"measured_{k}": round(v, 3) for k, v in m.as_dict().items()}, "auto_stride": choose_stride(m)}
 
 
 def _affine(noisy: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -70,6 +74,10 @@ def measure() -> list[dict]:
     for cfg in FMD_REFS + ["Confocal_BPAE_R"]:
         raw = sorted((DATA / "fmd" / cfg / "raw" / "1").glob("*.png"))[0]
         rows.append(_row(f"FMD {cfg} capture", _png(raw), _png(DATA / "fmd" / cfg / "gt" / "1" / "avg50.png")))
+    # avg50 is not the clean image of a capture (the sample changes over the 50: reference_mismatch.md),
+    # which adds smooth signal to noisy - avg50; two consecutive captures differ by their noise alone.
+    pair = sorted((DATA / "fmd" / "Confocal_BPAE_B" / "raw" / "1").glob("*.png"))[:2]
+    rows.append(_row("FMD Confocal_BPAE_B capture 0 - capture 1", _png(pair[0]), _png(pair[1])))
     rng = np.random.default_rng(0)
     for cfg in FMD_REFS:
         ref = _png(DATA / "fmd" / cfg / "gt" / "1" / "avg50.png")

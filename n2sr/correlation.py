@@ -17,8 +17,10 @@ how much correlation there is, so the stride can be chosen from the data (``trai
   the residual's autocovariance on the same lags (exact for stationary noise whose correlation
   vanishes beyond distance 2, e.g. `n2sr.noise.correlated_poisson_gaussian`). Validated against
   `noise_autocorrelation` in ``benchmarks/noise_correlation.py``.
-* `estimate_kernel`: the same estimate as a 5 x 5 correlation kernel (every lag ``|dy|, |dx| <= 2``),
-  what the reference-free SURE needs for correlated noise (`n2sr.estimate.sure`).
+* `estimate_kernel`: the same estimate as a 5 x 5 correlation kernel (every lag ``|dy|, |dx| <= 2``).
+* `measured_kernel`: the kernel used from a noisy plane alone (SURE's covariance in
+  `n2sr.estimate`, `train.stride: auto`): read from the spectrum's noise band, where texture does
+  not reach (`n2sr.spectrum`), and from the image domain only for widefield-like noise.
 * `choose_stride`: the sub-sampler stride for a measured correlation.
 """
 
@@ -29,16 +31,19 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from n2sr.spectrum import band_correlation
+
 STRIDES = (2, 3, 4)
-# Thresholds on the single-image estimate (benchmarks/results/noise_correlation.md). Its lag-1
-# value reads up to 0.18 on white synthetic noise and 0.33-0.42 on FMD's real BPAE_G/R captures
-# (true 0.13-0.26: texture left in the residual), within 0.03 of the truth at 0.6. Measured at
-# equal iterations on one FMD reference: stride 3 beats 2 by 2.4 dB at lag-1 correlation 0.3 and
-# by 6.2 dB at 0.6, beats 4 by 0.9 dB at 0.6 (lag 2: 0.12), but loses 2.0 dB on white noise and
-# 1.6 dB on the real BPAE_R capture. So stride 3 only from 0.5, above every white or real-confocal
-# reading: moderately correlated noise (~0.3) keeps stride 2 under auto (set 3 by hand there).
-LAG1_THRESHOLD = 0.5  # stride 2 below this lag-1 correlation
-LAG2_THRESHOLD = 0.25  # stride 4 from this lag-2 correlation (not measured: no such noise was tested)
+# Noise whose lag-1 correlation reads from this in the spectrum's noise band (`measured_kernel`) is
+# widefield-like: it gets the image-domain kernel and a wider stride. The band reads 0.28-0.30 for a
+# true 0.3 and 0.45-0.48 for 0.6 on four FMD references, 0-0.035 on white noise there, 0 on W2S and
+# 0.03-0.17 on FMD's real confocal captures (benchmarks/results/noise_correlation.md). Measured at equal
+# iterations on one FMD reference: stride 3 beats 2 by 2.4 dB at lag-1 correlation 0.3 and by 6.2 dB
+# at 0.6, beats 4 by 0.9 dB at 0.6 (lag 2: 0.12), but loses 2.0 dB on white noise and 1.6 dB on the
+# real BPAE_R capture (band 0.17). The image-domain estimate read texture as correlation (0.33-0.42
+# on BPAE_G/R), so its threshold had to sit at 0.5, which left true 0.3 at stride 2.
+WIDEFIELD_LAG1 = 0.22
+LAG2_THRESHOLD = 0.25  # stride 4 from this lag-2 correlation (image domain; not measured: no such noise was tested)
 _WINDOW = 7
 _LAGS = [(dy, dx) for dy in range(0, 3) for dx in range(-2, 3) if (dy, dx) > (0, 0)] + [(0, 0)]
 """Half of the lags ``|dy|, |dx| <= 2`` (the other half by symmetry), and lag 0."""
@@ -150,14 +155,26 @@ def _estimated_covariance(noisy: np.ndarray, window: int) -> dict[tuple[int, int
     return dict(zip(_LAGS, np.linalg.lstsq(mix, measured, rcond=None)[0]))
 
 
+def measured_kernel(noisy: np.ndarray | list[np.ndarray], *, window: int = _WINDOW) -> np.ndarray:
+    """The noise correlation kernel of a plane (a stack (..., Y, X) or a list of crops of one): from
+    the spectrum's noise band (`n2sr.spectrum.band_correlation`: texture-robust, lags up to 1 and
+    reading strong correlation low), or, where that reads lag-1 from `WIDEFIELD_LAG1`, from the image
+    domain (`estimate_kernel` with `window`: it sees lag 2 and is within 0.03 of the truth at 0.6)."""
+    pieces = list(noisy) if isinstance(noisy, list) else [noisy]
+    kernel = band_correlation(pieces if len(pieces) > 1 else pieces[0])
+    if Autocorrelation.from_kernel(kernel).lag1 < WIDEFIELD_LAG1:
+        return kernel
+    return np.mean([estimate_kernel(z, window=window) for z in pieces], axis=0)
+
+
 def choose_stride(corr: Autocorrelation) -> int:
     """The sub-sampler stride for a measured noise autocorrelation (`n2sr.nn.decorrelate`).
 
     Stride ``s`` puts a cell's target pixels ``s - 1`` pixels from its input pixel: 2 (the paper's
-    2x2 cells) while neighbours are nearly independent (lag-1 correlation < `LAG1_THRESHOLD`),
+    2x2 cells) while neighbours are nearly independent (lag-1 correlation < `WIDEFIELD_LAG1`),
     else 3, or 4 when pixels two apart still correlate (lag 2 >= `LAG2_THRESHOLD`). A wider
     stride costs resolution (`n2sr.nn.decorrelate`), so it is taken only where the noise needs it.
     """
-    if corr.lag1 < LAG1_THRESHOLD:
+    if corr.lag1 < WIDEFIELD_LAG1:
         return 2
     return 4 if corr.lag2 >= LAG2_THRESHOLD else 3

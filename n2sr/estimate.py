@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from n2sr import spectrum
-from n2sr.correlation import Autocorrelation, estimate_kernel, noise_autocorrelation
+from n2sr.correlation import Autocorrelation, measured_kernel, noise_autocorrelation
 from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian
 from n2sr.regions import Crop, crops
 
@@ -59,10 +59,6 @@ NOISE_FIT_RSE = 0.05
 # texture leaks into larger ones (`choose_stride` keeps the default 7).
 KERNEL_WINDOW = 5
 _MIN_SIDE = 4 * KERNEL_WINDOW  # the smallest plane side the correlation is estimated on (`estimate_kernel`)
-# From this lag-1 correlation of the band fit the noise is taken as widefield-like: the band fit
-# reads it low (0.27 for a true 0.3, 0.35 for 0.4, 0.47 for 0.6), the image-domain estimate within
-# 0.01-0.03 there. FMD confocal and W2S read <= 0.2 in the band.
-SPATIAL_FROM = 0.25
 SE_BLOCK = 8  # block side of the standard error of a plane's SURE terms (`_mean`)
 
 
@@ -113,19 +109,11 @@ WHITE = np.pad(np.ones((1, 1)), 2)
 
 def noise_kernel(noisy: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """The noise correlation kernel SURE assumes for `noisy` (a plane, a stack of equal crops of
-    one, (..., Y, X), or a list of crops): read from the spectrum's noise band
-    (`n2sr.spectrum.band_correlation`), or, where that reads the noise as widefield-like (lag-1
-    from `SPATIAL_FROM`), from the image domain (`n2sr.correlation.estimate_kernel`, which sees
-    lag 2 and is within 0.03 of the truth at 0.6 but reads texture as correlation); `WHITE` where
-    the pieces are too small for either (`_MIN_SIDE`)."""
+    one, (..., Y, X), or a list of crops): `n2sr.correlation.measured_kernel` (the spectrum's noise
+    band; the image domain for widefield-like noise), `WHITE` where the pieces are too small."""
     pieces = [np.asarray(z, np.float64) for z in (noisy if isinstance(noisy, (list, tuple)) else [noisy])]
     pieces = [z for z in pieces if min(np.shape(z)[-2:]) >= _MIN_SIDE]
-    if not pieces:
-        return WHITE
-    kernel = spectrum.band_correlation(pieces if len(pieces) > 1 else pieces[0])
-    if Autocorrelation.from_kernel(kernel).lag1 < SPATIAL_FROM:
-        return kernel
-    return np.mean([estimate_kernel(z, window=KERNEL_WINDOW) for z in pieces], axis=0)
+    return measured_kernel(pieces, window=KERNEL_WINDOW) if pieces else WHITE
 
 
 def direction(noisy: np.ndarray, model: PoissonGaussian, p: np.ndarray, kernel: np.ndarray) -> np.ndarray:

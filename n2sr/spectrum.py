@@ -20,7 +20,7 @@ not, the expected periodogram is ``v S(w)``, ``S(w) = sum_d rho(d) cos(w . d)``.
   within 0.6 % of the truth (the image-domain fit: up to 5 %).
 
 Strongly correlated noise (widefield-like) has terms this model leaves out (lags (1, 2), (2, 2)):
-the caller uses the image-domain kernel there (`n2sr.estimate`).
+`n2sr.correlation.measured_kernel` uses the image-domain kernel there.
 
 Periodograms are of Moisan's periodic component (2011, "Periodic plus smooth image
 decomposition", J Math Imaging Vis 39), which removes the cross that the jump between opposite

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from n2sr.config import DenoiseConfig, ModelConfig, TrainConfig
-from n2sr.correlation import choose_stride, estimate_autocorrelation, noise_autocorrelation
+from n2sr.correlation import Autocorrelation, choose_stride, estimate_autocorrelation, measured_kernel, noise_autocorrelation
 from n2sr.cli import main
 from n2sr.errors import InputError
 from n2sr.io import checkpoints, omezarr
@@ -25,6 +25,7 @@ from n2sr.noise import correlated_poisson_gaussian, correlation_kernel, paper_no
 from n2sr.steps.add_noise import add_noise
 from n2sr.steps.denoise import denoise
 from n2sr.steps.train import train_planes
+from n2sr.synthetic import clean_image
 
 FLAT = np.full((384, 384), 100.0)
 MODEL = paper_noise_model(30, 2)
@@ -64,15 +65,28 @@ def test_single_image_estimate_matches_the_reference_based_one(rho):
     assert est.lag2 == pytest.approx(true.lag2, abs=0.02)
 
 
+def _measured(y: np.ndarray) -> Autocorrelation:
+    return Autocorrelation.from_kernel(measured_kernel(y))
+
+
 def test_auto_picks_2_on_white_noise_and_wider_on_correlated_noise():
-    assert choose_stride(estimate_autocorrelation(noisy(0.0))) == 2
-    assert choose_stride(estimate_autocorrelation(noisy(0.3))) == 2  # below the threshold (see correlation.py)
-    assert choose_stride(estimate_autocorrelation(noisy(0.6))) == 3
+    assert choose_stride(_measured(noisy(0.0))) == 2
+    assert choose_stride(_measured(noisy(0.3))) == 3
+    assert choose_stride(_measured(noisy(0.6))) == 3
     # a 5-tap box filter: lag 1 0.8, lag 2 0.6 -> pixels two apart are still correlated
     wide = ndimage.uniform_filter(np.random.default_rng(0).normal(size=(256, 256)), 5)
     assert choose_stride(estimate_autocorrelation(wide)) == 4
     stride, corr = resolve_stride("auto", [noisy(0.6, seed=s).astype(np.float32) for s in range(2)])
     assert stride == 3 and corr.lag1 == pytest.approx(0.6, abs=0.03)
+
+
+def test_texture_does_not_read_as_correlated_noise():
+    """White noise on a textured clean image: the image-domain estimate reads texture as
+    correlation; the measured kernel (the spectrum's noise band) keeps such planes at stride 2."""
+    clean = 20.0 + 200.0 * clean_image((384, 384), np.random.default_rng(2))
+    y = noisy(0.0, seed=2, clean=clean)
+    assert _measured(y).lag1 < 0.05 and choose_stride(_measured(y)) == 2
+    assert _measured(noisy(0.3, seed=2, clean=clean)).lag1 > 0.22
     assert resolve_stride(3, [FLAT]) == (3, None)
 
 

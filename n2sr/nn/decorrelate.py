@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, estimate_autocorrelation
+from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, measured_kernel
 from n2sr.nn.inference import Engine, Window, as_dtype
 
 AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable
@@ -45,13 +45,13 @@ def factor(stride: int) -> int:
 
 def resolve_stride(stride: int | str, planes: Sequence[np.ndarray]) -> tuple[int, Autocorrelation | None]:
     """``"auto"``: the stride `choose_stride` picks from the planes' single-image noise estimate
-    (the median over up to `AUTO_PLANES` evenly spread planes of each coefficient); an integer is
-    checked and kept."""
+    (`measured_kernel`; the median over up to `AUTO_PLANES` evenly spread planes of each
+    coefficient); an integer is checked and kept."""
     if stride != "auto":
         factor(int(stride))
         return int(stride), None
     sample = planes[:: max(1, len(planes) // AUTO_PLANES)][:AUTO_PLANES]
-    ests = [estimate_autocorrelation(np.asarray(p).reshape(-1, *p.shape[-2:])[0]) for p in sample]
+    ests = [Autocorrelation.from_kernel(measured_kernel(np.asarray(p).reshape(-1, *p.shape[-2:])[0])) for p in sample]
     corr = Autocorrelation(*np.median(np.array(ests), axis=0).tolist())
     return choose_stride(corr), corr
 
