@@ -30,7 +30,7 @@ noise over the border's.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -41,6 +41,7 @@ LAGS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))
 # scatters by about +-0.03, and each spurious 0.03 moved the energy by ~1.5 %.
 NEGLIGIBLE = 0.05
 MIN_SIDE = 16  # a piece's periodogram needs a few frequencies in the band along each axis
+TILE = 512  # periodograms are of tiles of at most this side (memory; the fit pools them)
 
 
 def periodic_component(z: np.ndarray) -> np.ndarray:
@@ -71,12 +72,15 @@ def _band(z: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return power[keep], np.pi * fy[keep], np.pi * fx[keep]
 
 
-def _bands(pieces: Sequence[np.ndarray], band: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_band` of every piece large enough (`MIN_SIDE`), pooled."""
-    parts = [_band(z, band) for z in pieces if min(np.shape(z)) >= MIN_SIDE]
-    if not parts:
-        raise ValueError(f"no plane or crop of at least {MIN_SIDE} x {MIN_SIDE} pixels to read a spectrum from")
-    return tuple(np.concatenate(a) for a in zip(*parts))  # type: ignore[return-value]
+def _tiles(planes: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    """The planes cut into tiles of at most `TILE` per side (those of at least `MIN_SIDE`), so that
+    a periodogram's arrays stay the size of a tile whatever the plane."""
+    for z in planes:
+        if min(z.shape) < MIN_SIDE:
+            continue
+        for rows in np.array_split(np.arange(z.shape[0]), -(-z.shape[0] // TILE)):
+            for cols in np.array_split(np.arange(z.shape[1]), -(-z.shape[1] // TILE)):
+                yield z[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
 def _planes(noisy: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -86,18 +90,32 @@ def _planes(noisy: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(z, np.float64) for z in noisy]
 
 
+def _design(wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(wy)] + [2.0 * np.cos(dy * wy + dx * wx) for dy, dx in LAGS], axis=1)
+
+
 def band_correlation(noisy: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """The noise's 5 x 5 correlation kernel (entry ``(2 + dy, 2 + dx)`` at lag ``(dy, dx)``, 1 at
-    the centre, lags up to 1) fitted to the band of `noisy` (a plane, a stack of planes or a list
-    of crops of one, their ordinates pooled). Weighted by the inverse square of the fit (a
-    periodogram ordinate's standard deviation is its mean), three passes."""
-    power, wy, wx = _bands(_planes(noisy), SHAPE_BAND)
-    design = np.stack([np.ones_like(wy)] + [2.0 * np.cos(dy * wy + dx * wx) for dy, dx in LAGS], axis=1)
-    weight = np.ones_like(power)
+    the centre, zero beyond `LAGS`) fitted to the band of `noisy` (a plane, a stack of planes or a
+    list of crops of one; the normal equations of all their tiles pooled). Weighted by the
+    inverse square of the fit (a periodogram ordinate's standard deviation is its mean): three
+    passes, the first unweighted."""
+    planes = _planes(noisy)
+    coef = None
     for _ in range(3):
-        coef = np.linalg.lstsq(design * weight[:, None], power * weight, rcond=None)[0]
-        fitted = design @ coef
-        weight = 1.0 / np.maximum(fitted, 1e-3 * max(coef[0], 1e-12))
+        gram, rhs, tiles = np.zeros((len(LAGS) + 1,) * 2), np.zeros(len(LAGS) + 1), 0
+        for tile in _tiles(planes):
+            power, wy, wx = _band(tile, SHAPE_BAND)
+            design = _design(wy, wx)
+            weight = (np.ones_like(power) if coef is None
+                      else 1.0 / np.maximum(design @ coef, 1e-3 * max(coef[0], 1e-12)))
+            weighted = design * weight[:, None]
+            gram += weighted.T @ weighted
+            rhs += weighted.T @ (power * weight)
+            tiles += 1
+        if not tiles:
+            raise ValueError(f"no plane or crop of at least {MIN_SIDE} x {MIN_SIDE} pixels to read a spectrum from")
+        coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
     kernel = np.zeros((5, 5))
     kernel[2, 2] = 1.0
     if coef[0] > 0:
@@ -110,11 +128,19 @@ def band_correlation(noisy: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
 def band_energy(noisy: np.ndarray | Sequence[np.ndarray], kernel: np.ndarray) -> float:
     """The mean noise variance of `noisy`, for noise of correlation `kernel` (5 x 5, as
     `band_correlation`): the band's power over the kernel's spectrum summed on the same band."""
-    power, wy, wx = _bands(_planes(noisy), ENERGY_BAND)
-    shape = np.zeros_like(wy)
     k = np.asarray(kernel, np.float64)
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            if k[2 + dy, 2 + dx]:
-                shape += k[2 + dy, 2 + dx] * np.cos(dy * wy + dx * wx)
-    return float(power.sum() / max(float(shape.sum()), 1e-12))
+    power_sum = shape_sum = 0.0
+    tiles = 0
+    for tile in _tiles(_planes(noisy)):
+        power, wy, wx = _band(tile, ENERGY_BAND)
+        shape = np.zeros_like(wy)
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                if k[2 + dy, 2 + dx]:
+                    shape += k[2 + dy, 2 + dx] * np.cos(dy * wy + dx * wx)
+        power_sum += float(power.sum())
+        shape_sum += float(shape.sum())
+        tiles += 1
+    if not tiles:
+        raise ValueError(f"no plane or crop of at least {MIN_SIDE} x {MIN_SIDE} pixels to read a spectrum from")
+    return power_sum / max(shape_sum, 1e-12)

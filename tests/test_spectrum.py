@@ -67,3 +67,12 @@ def test_calibrated_fit_has_the_band_energy_and_the_level_set_shape():
     energy = float(np.mean(estimate.noise_variance(y, fitted)))
     assert energy == pytest.approx(spectrum.band_energy(y, estimate.noise_kernel(y)))
     assert abs(energy / float(np.mean(model.a * x + model.b)) - 1) < 0.02
+
+
+def test_a_plane_larger_than_a_tile_is_read_tile_by_tile():
+    x = 20.0 + 200.0 * clean_image((1100, 700), np.random.default_rng(7))
+    y = poisson_gaussian(x, paper_noise_model(20.0, 3.0), np.random.default_rng(7))
+    assert len(list(spectrum._tiles([y]))) == 6 and max(max(t.shape) for t in spectrum._tiles([y])) <= spectrum.TILE
+    kernel = spectrum.band_correlation(y)
+    assert np.array_equal(kernel, estimate.WHITE)
+    assert abs(spectrum.band_energy(y, kernel) / float(np.mean((y - x) ** 2)) - 1) < 0.02
