@@ -67,7 +67,7 @@ def over_time() -> list[tuple[int, float]]:
     ref = np.mean(caps, axis=0)  # the exact mean (avg50 is it rounded)
     out = []
     for k in range(0, len(caps), 7):
-        near = [j for j in range(max(0, k - 2), min(len(caps) - 1, k + 2))]
+        near = range(max(0, k - 2), min(len(caps) - 1, k + 2))
         v = float(np.mean([np.mean((caps[j] - caps[j + 1]) ** 2) / 2 for j in near]))
         out.append((k, (float(np.mean((caps[k] - ref) ** 2)) - (1 - 1 / len(caps)) * v) / v))
     return out

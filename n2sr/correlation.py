@@ -160,8 +160,8 @@ def measured_kernel(noisy: np.ndarray | list[np.ndarray], *, window: int = _WIND
     the spectrum's noise band (`n2sr.spectrum.band_correlation`: texture-robust, lags up to 1 and
     reading strong correlation low), or, where that reads lag-1 from `WIDEFIELD_LAG1`, from the image
     domain (`estimate_kernel` with `window`: it sees lag 2 and is within 0.03 of the truth at 0.6)."""
-    pieces = list(noisy) if isinstance(noisy, list) else [noisy]
-    kernel = band_correlation(pieces if len(pieces) > 1 else pieces[0])
+    pieces = noisy if isinstance(noisy, list) else [noisy]
+    kernel = band_correlation(pieces)
     if Autocorrelation.from_kernel(kernel).lag1 < WIDEFIELD_LAG1:
         return kernel
     return np.mean([estimate_kernel(z, window=window) for z in pieces], axis=0)

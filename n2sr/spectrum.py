@@ -84,10 +84,9 @@ def _tiles(planes: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 def _planes(noisy: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-    """A plane, a stack (..., Y, X) or a list of pieces, as a list of 2-D planes."""
-    if isinstance(noisy, np.ndarray):
-        return list(noisy.reshape(-1, *noisy.shape[-2:]))
-    return [np.asarray(z, np.float64) for z in noisy]
+    """A plane, a stack (..., Y, X) or a list of planes or stacks, as a list of 2-D planes."""
+    pieces = [noisy] if isinstance(noisy, np.ndarray) else noisy
+    return [plane for z in pieces for plane in np.asarray(z).reshape(-1, *np.shape(z)[-2:])]
 
 
 def _design(wy: np.ndarray, wx: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from n2sr.bm3d import REACH, bm3d_denoise
 from n2sr.config import DenoiseConfig
-from n2sr.estimate import black_box_sure, cropped_sure, fit, noise_variance, record, unavailable
+from n2sr.estimate import black_box_sure, calibrated, cropped_sure, noise_variance, record, unavailable
 from n2sr.regions import crops
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
@@ -54,10 +54,11 @@ def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int, pixels: int = 0) -
     limit) is estimated on `crops` with `REACH` around them (where those cost less), BM3D run on
     each window twice (with and without the probe), so `denoised` is not used there."""
     y = np.asarray(plane, np.float64)
-    model = fit(y)
-    if model is None:  # a constant or saturated plane: no noise to measure, no estimate
+    try:  # what BM3D ran with: the probe pass must run the same denoiser
+        raw = estimate_poisson_gaussian(y)
+    except ValueError:  # a constant or saturated plane: no noise to measure, no estimate
         return unavailable()
-    raw = estimate_poisson_gaussian(y)  # what BM3D ran with: the probe pass must run the same denoiser
+    model = calibrated(raw, y)
     noise = (max(raw.a, 0.0), raw.b)
     energy = float(np.mean(noise_variance(y, model)))
     near = crops(y.shape, pixels, REACH)
