@@ -6,8 +6,10 @@ on FMD references; next to each, the single-image estimate (`n2sr.correlation.es
 and the stride ``auto`` would pick.
 
 Part ``train``: one FMD reference with Poisson-Gaussian noise at lag-1 correlation 0, 0.3 and 0.6;
-Noise2SR with the plain 2x2 sub-sampler (stride 2) against ``stride: auto`` at equal iterations,
-single-threaded, and the project's BM3D (blind noise estimate), PSNR on 0-255 against the reference.
+Noise2SR at equal iterations, single-threaded, in the variants of ``--strides``: ``2`` / ``3`` / ``4``
+(that stride, not whitened), ``whiten`` (stride 2 on the whitened plane, `n2sr.nn.whiten`) and
+``auto`` (``stride: auto``, ``whiten: auto``: what the defaults pick); and the project's BM3D (blind
+noise estimate). PSNR on 0-255 against the reference.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/noise_correlation.py measure
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/noise_correlation.py train --rho 0.6 --iterations 600
@@ -30,7 +32,7 @@ from n2sr.bm3d import bm3d_denoise
 from n2sr.config import DenoiseConfig, TrainConfig
 from n2sr.correlation import Autocorrelation, choose_stride, estimate_autocorrelation, measured_kernel, noise_autocorrelation
 from n2sr.metrics import psnr
-from n2sr.nn.decorrelate import Decorrelated
+from n2sr.nn.decorrelate import runner
 from n2sr.nn.inference import Engine
 from n2sr.nn.model import from_state, receptive_field
 from n2sr.nn.training import fit
@@ -101,19 +103,21 @@ def train(rho: float, iterations: int, strides: list[str], reference: str, seed:
     rows.append({"rho": rho, "method": "bm3d", "psnr": psnr(ref, bm3d_denoise(noisy), 255),
                  "cpu_s": time.process_time() - t0})
     for stride in strides:
+        choice = {"auto": dict(stride="auto", whiten="auto"), "whiten": dict(stride=2, whiten=True)}.get(
+            stride, dict(stride=int(stride) if stride.isdigit() else stride, whiten=False))
         cfg = TrainConfig(iterations=iterations, batch_size=4, patch_size=64, lr=1e-3, val_fraction=0.0,
-                          val_every=iterations, checkpoint_every=iterations, device="cpu",
-                          stride="auto" if stride == "auto" else int(stride))
+                          val_every=iterations, checkpoint_every=iterations, device="cpu", **choice)
         t0 = time.process_time()
         result = fit([noisy.astype(np.float32)], cfg, progress=False)
         cpu = time.process_time() - t0
         net = from_state(asdict(cfg.model), 2, result.best_state)
         engine = Engine(net, DenoiseConfig(device="cpu"), scale=2, receptive_field=receptive_field(cfg.model),
                         normalizer=result.normalizer)
-        used = result.stride["stride"]
-        runner = engine if used == 2 else Decorrelated(engine, used)
-        denoised = runner.denoise_array(noisy[None].astype(np.float32), progress=False)[0][0]
-        rows.append({"rho": rho, "method": f"n2sr stride {stride}" + (f" (-> {used})" if stride == "auto" else ""),
+        used, white = result.stride["stride"], result.stride["whiten"] is not None
+        denoised = runner(engine, used, result.stride["whiten"]).denoise_array(
+            noisy[None].astype(np.float32), progress=False)[0][0]
+        picked = f" (-> {used}{', whitened' if white else ''})" if stride == "auto" else ""
+        rows.append({"rho": rho, "method": f"n2sr {'stride ' if stride.isdigit() else ''}{stride}{picked}",
                      "psnr": psnr(ref, denoised, 255), "cpu_s": cpu, "estimate": result.stride["estimate"]})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -124,7 +128,7 @@ def main() -> None:
     p.add_argument("part", choices=["measure", "train"])
     p.add_argument("--rho", type=float, default=0.6)
     p.add_argument("--iterations", type=int, default=600)
-    p.add_argument("--strides", default="2,auto")
+    p.add_argument("--strides", default="2,3,whiten,auto")
     p.add_argument("--reference", default="Confocal_BPAE_B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real", action="store_true", help="FMD's real capture of --reference, not synthetic noise")

@@ -52,7 +52,7 @@ def main() -> None:
     train_dir = fmd / "Confocal_BPAE_B" / "raw" / "1"
     planes = [read_image(f) for f in sorted(train_dir.glob("*.png"))[:8]]
     cfg = TrainConfig(iterations=args.iterations, batch_size=4, patch_size=64, lr=1e-3, val_every=100,
-                      checkpoint_every=args.iterations)
+                      checkpoint_every=args.iterations, whiten=False)  # as recorded: before n2sr.nn.whiten
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         train_planes(planes, Path(tmp) / "m.pt", cfg, progress=False)

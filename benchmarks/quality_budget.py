@@ -45,6 +45,7 @@ from n2sr.io import checkpoints  # noqa: E402
 from n2sr.io.images import read_image  # noqa: E402
 from n2sr.io.provenance import versions  # noqa: E402
 from n2sr.metrics import evaluate_pair  # noqa: E402
+from n2sr.nn.decorrelate import runner  # noqa: E402
 from n2sr.nn.inference import Engine  # noqa: E402
 from n2sr.nn.model import from_state, receptive_field  # noqa: E402
 from n2sr.nn.normalize import Normalizer  # noqa: E402
@@ -122,8 +123,10 @@ def score_checkpoint(case: Case, path: Path) -> list[dict]:
     engine = Engine(net, DenoiseConfig(), scale=ckpt["scale"],
                     receptive_field=receptive_field(ModelConfig(**ckpt["model_config"])),
                     normalizer=Normalizer.from_dict(ckpt["normalizer"]))
+    run = runner(engine, ckpt.get("stride", 2), ckpt.get("whiten"))  # as n2sr denoise runs it
     return [{"configuration": case.name, "image": name, "method": "n2sr",
-             **score(case, name, engine.denoise_plane(noisy)[0], ref)} for name, noisy, ref in case.scored]
+             **score(case, name, run.denoise_array(np.asarray(noisy, np.float32)[None], progress=False)[0][0], ref)}
+            for name, noisy, ref in case.scored]
 
 
 def baselines(case: Case) -> list[dict]:

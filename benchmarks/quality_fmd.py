@@ -66,7 +66,7 @@ def run(config: str, model_cfg: ModelConfig, args: argparse.Namespace, out_dir: 
     planes = [read_image(f) for f in train_files]
     cfg = TrainConfig(recipe=args.recipe, iterations=args.iterations, minutes=args.minutes, seed=args.seed,
                       model=model_cfg, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, val_every=args.val_every,
-                      checkpoint_every=args.val_every)
+                      checkpoint_every=args.val_every, whiten=False)  # as recorded: before n2sr.nn.whiten
     tag = f"{config}-{'shared' if model_cfg.shared_weights else 'separate'}-{model_cfg.variant}"
     ckpt_path = args.models_dir / f"{tag}.pt"
     t0 = time.monotonic()

@@ -73,7 +73,7 @@ def image(name: str, root: Path) -> tuple[np.ndarray, np.ndarray, float]:
 def seconds_per_iteration(noisy: np.ndarray, batch: int, crop: int) -> float:
     """CPU seconds of one training step at this batch and crop (after two warm-up steps)."""
     cfg = TrainConfig(recipe="authors", batch_size=batch, patch_size=crop, val_fraction=0, val_every=10**6,
-                      checkpoint_every=10**6)
+                      checkpoint_every=10**6, whiten=False)  # as recorded: before n2sr.nn.whiten
     fit([noisy], dataclasses.replace(cfg, iterations=2), progress=False)
     t = time.process_time()
     fit([noisy], dataclasses.replace(cfg, iterations=10), progress=False)
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 timing[batch, crop] = seconds_per_iteration(noisy, batch, crop)
             iterations = max(1, round(budget / timing[batch, crop]))
             cfg = TrainConfig(recipe=recipe, iterations=iterations, batch_size=batch, patch_size=crop, lr=lr,
-                              ema=ema, val_every=max(1, iterations // 10), checkpoint_every=10**6)
+                              ema=ema, val_every=max(1, iterations // 10), checkpoint_every=10**6,
+                              whiten=False)  # as recorded: before n2sr.nn.whiten
             t = time.process_time()
             result = fit([noisy], cfg, progress=False)
             cpu = time.process_time() - t

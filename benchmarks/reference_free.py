@@ -106,7 +106,7 @@ def affine_to(reference: np.ndarray, noisy: np.ndarray) -> np.ndarray:
 def train_model(method: str, planes: list[np.ndarray], path: Path, args) -> tuple[Engine, dict]:
     cfg = TrainConfig(recipe="fast", iterations=args.iterations, seed=args.seed, device="cpu",
                       val_every=args.iterations, checkpoint_every=args.iterations,
-                      model=ModelConfig(features=args.features))
+                      model=ModelConfig(features=args.features), whiten=False)  # as recorded: before n2sr.nn.whiten
     train_planes(planes, path, cfg, method=method, progress=False)
     ckpt = checkpoints.load(path)
     net = from_state(ckpt["model_config"], ckpt["scale"], ckpt["model"])

@@ -110,7 +110,7 @@ def train_step_fn(cfg: ModelConfig, precision: str, compiled: bool, batch: int =
     loop itself never compiles.
     """
     train_cfg = TrainConfig(batch_size=batch, patch_size=crop, device="cpu", precision=precision,  # type: ignore[arg-type]
-                            model=cfg)
+                            model=cfg, whiten=False)  # as recorded: before n2sr.nn.whiten
     obj = objective("n2sr")
     run = _Run(train_cfg, obj, CPU)
     if compiled:

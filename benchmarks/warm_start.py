@@ -56,7 +56,7 @@ def generic(others: list[Case], minutes: float, path: Path, seed: int, quiet: bo
         ckpt = checkpoints.load(path)
         return {**seen, "iterations": ckpt["steps"], "seconds": round(ckpt["seconds"], 1)}
     t0 = time.monotonic()
-    result = train_planes(planes, path, TrainConfig(minutes=minutes, iterations=10**9, seed=seed), progress=not quiet)
+    result = train_planes(planes, path, TrainConfig(minutes=minutes, iterations=10**9, seed=seed, whiten=False), progress=not quiet)
     return {**seen, "iterations": result.steps, "seconds": round(time.monotonic() - t0, 1)}
 
 

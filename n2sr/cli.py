@@ -2,7 +2,7 @@
 
 Rule name = command = step module = step function: ``n2sr ingest`` calls
 ``n2sr.steps.ingest.ingest`` (``add-noise`` -> ``add_noise``). Options of the config
-dataclasses are generated from `n2sr.config`, so a config key, its CLI option and the
+dataclasses are generated from `n2sr.config` (`n2sr.options`), so a config key, its CLI option and the
 dataclass field are one name (``tile_size`` <-> ``--tile-size``) and cannot drift. Steps are
 imported only when their command runs, so ``n2sr ingest`` never imports torch.
 """
@@ -10,75 +10,21 @@ imported only when their command runs, so ``n2sr ingest`` never imports torch.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import logging
 import shlex
 import sys
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from n2sr import __version__
 from n2sr.config import METHOD_CONFIGS, REFERENCE_POLICIES, DenoiseConfig, IngestConfig, ModelConfig, TrainConfig
 from n2sr.errors import InputError
+from n2sr.options import add_dataclass_options, collect
 
 METHODS = ("n2sr", *METHOD_CONFIGS)  # trained methods; n2sr.nn.objectives checks the same names
-
-
-def _option_type(tp: Any) -> tuple[Any, Sequence[Any] | None]:
-    """argparse type and choices for a dataclass field annotation."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        words = [w for a in args if typing.get_origin(a) is typing.Literal for w in typing.get_args(a)]
-        if int in args and words:  # e.g. tile_size: an int or "auto"
-            return _int_or(words), None
-        return _option_type(args[0])
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        return type(choices[0]), choices
-    return tp, None
-
-
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One ``--[prefix-]field-name`` option per field; defaults stay in the dataclass."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            continue
-        flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
-        tp, choices = _option_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
-        else:
-            parser.add_argument(flag, type=tp, choices=choices, default=None, help=f"(default: {default})")
-
-
-def _int_or(words: Sequence[str]) -> Callable[[str], int | str]:
-    """argparse type for a number or one of `words`."""
-    def parse(text: str) -> int | str:
-        if text in words:
-            return text
-        try:
-            return int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer or one of {', '.join(words)}, got {text!r}") from None
-
-    parse.__name__ = "int or " + "/".join(words)
-    return parse
-
-
-def collect(ns: argparse.Namespace, cls: type, prefix: str = "", **extra: Any) -> Any:
-    """Build ``cls`` from the options the user gave, leaving the rest at their defaults."""
-    dest = (lambda name: f"{prefix}_{name}") if prefix else (lambda name: name)
-    values = {f.name: getattr(ns, dest(f.name)) for f in dataclasses.fields(cls)
-              if getattr(ns, dest(f.name), None) is not None}
-    return cls(**values, **extra)
 
 
 def _captures(text: str) -> list[int]:

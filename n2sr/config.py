@@ -89,6 +89,7 @@ class TrainConfig:
     val_patches: int = 32
     checkpoint_every: int = 100
     stride: int | Literal["auto"] = 2
+    whiten: bool | Literal["auto"] = "auto"
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -108,6 +109,10 @@ class TrainConfig:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
         if self.stride not in ("auto", 2, 3, 4):  # n2sr.nn.decorrelate; 2 is the paper's 2x2 sub-sampler
             raise ValueError(f"stride must be 'auto', 2, 3 or 4, got {self.stride!r}")
+        if self.whiten not in ("auto", True, False):  # n2sr.nn.whiten
+            raise ValueError(f"whiten must be 'auto', true or false, got {self.whiten!r}")
+        if self.whiten is True and self.stride not in ("auto", 2):
+            raise ValueError(f"whiten: true runs at stride 2 (whitened noise needs no wider stride), not {self.stride}")
         if self.normalization not in ("range", "meanstd"):
             raise ValueError(f"normalization must be 'range' or 'meanstd', not {self.normalization!r}")
 

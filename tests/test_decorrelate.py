@@ -76,8 +76,8 @@ def test_auto_picks_2_on_white_noise_and_wider_on_correlated_noise():
     # a 5-tap box filter: lag 1 0.8, lag 2 0.6 -> pixels two apart are still correlated
     wide = ndimage.uniform_filter(np.random.default_rng(0).normal(size=(256, 256)), 5)
     assert choose_stride(estimate_autocorrelation(wide)) == 4
-    stride, corr = resolve_stride("auto", [noisy(0.6, seed=s).astype(np.float32) for s in range(2)])
-    assert stride == 3 and corr.lag1 == pytest.approx(0.6, abs=0.03)
+    stride, corr, kernel = resolve_stride("auto", [noisy(0.6, seed=s).astype(np.float32) for s in range(2)])
+    assert stride == 3 and corr.lag1 == pytest.approx(0.6, abs=0.03) and kernel is None  # whiten: false
 
 
 def test_texture_does_not_read_as_correlated_noise():
@@ -87,7 +87,7 @@ def test_texture_does_not_read_as_correlated_noise():
     y = noisy(0.0, seed=2, clean=clean)
     assert _measured(y).lag1 < 0.05 and choose_stride(_measured(y)) == 2
     assert _measured(noisy(0.3, seed=2, clean=clean)).lag1 > 0.22
-    assert resolve_stride(3, [FLAT]) == (3, None)
+    assert resolve_stride(3, [FLAT]) == (3, None, None)
 
 
 @pytest.mark.parametrize("stride", [3, 4])
@@ -159,7 +159,7 @@ def test_decorrelated_engine_puts_every_pixel_back_in_place():
 def test_checkpoint_records_the_auto_stride_and_denoise_honours_it(tmp_path):
     small = ModelConfig(features=8, final_features=8, unet_out_channels=8, sr_channels=8)
     cfg = TrainConfig(iterations=2, batch_size=2, patch_size=32, val_fraction=0.0, device="cpu", stride="auto",
-                      model=small)
+                      whiten=False, model=small)
     plane = np.clip(noisy(0.6)[:256, :256], 0, 255).astype(np.float32)
     train_planes([plane], tmp_path / "m.pt", cfg, progress=False)
     ckpt = checkpoints.load(tmp_path / "m.pt")

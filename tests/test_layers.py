@@ -29,7 +29,7 @@ CORE = {"n2sr", "n2sr.config", "n2sr.errors"}
 def layer(module: str) -> str:
     if module in CORE:
         return "core"
-    if module == "n2sr.cli":
+    if module in ("n2sr.cli", "n2sr.options"):  # options: the CLI's options, generated from the config
         return "cli"
     for sub, name in (("n2sr.nn", "engines"), ("n2sr.io", "io"), ("n2sr.steps", "steps")):
         if module == sub or module.startswith(sub + "."):

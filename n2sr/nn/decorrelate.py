@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, measured_kernel
 from n2sr.nn.inference import Engine, Window, as_dtype
+from n2sr.nn.whiten import Whitened, is_white
 
 AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable
 
@@ -43,17 +44,31 @@ def factor(stride: int) -> int:
     return stride - 1
 
 
-def resolve_stride(stride: int | str, planes: Sequence[np.ndarray]) -> tuple[int, Autocorrelation | None]:
-    """``"auto"``: the stride `choose_stride` picks from the planes' single-image noise estimate
-    (`measured_kernel`; the median over up to `AUTO_PLANES` evenly spread planes of each
-    coefficient); an integer is checked and kept."""
+def resolve_stride(stride: int | str, planes: Sequence[np.ndarray], whiten: bool | str = False
+                   ) -> tuple[int, Autocorrelation | None, np.ndarray | None]:
+    """The stride, the measured correlation and the kernel to whiten by (`n2sr.nn.whiten`; None: not whitened).
+
+    The noise is measured (`measured_kernel`, median over up to `AUTO_PLANES` evenly spread planes)
+    where a choice needs it. ``stride: "auto"`` is 2 where the noise is whitened (``whiten`` not
+    False: whitening keeps the resolution a wider stride costs), else `choose_stride`'s pick.
+    ``whiten: "auto"`` whitens at stride 2 wherever the measured kernel is not white beyond chance
+    (`n2sr.nn.whiten.is_white`); True
+    always (stride 2 only); an integer stride is checked and kept.
+    """
     if stride != "auto":
         factor(int(stride))
-        return int(stride), None
+    if whiten is True and stride not in ("auto", 2):
+        raise ValueError(f"whitening runs at stride 2 (it makes the noise white), not with stride {stride}")
+    if stride != "auto" and (whiten is False or int(stride) != 2):
+        return int(stride), None, None
     sample = planes[:: max(1, len(planes) // AUTO_PLANES)][:AUTO_PLANES]
-    ests = [Autocorrelation.from_kernel(measured_kernel(np.asarray(p).reshape(-1, *p.shape[-2:])[0])) for p in sample]
-    corr = Autocorrelation(*np.median(np.array(ests), axis=0).tolist())
-    return choose_stride(corr), corr
+    kernels = [measured_kernel(np.asarray(p).reshape(-1, *p.shape[-2:])[0]) for p in sample]
+    corr = Autocorrelation(*np.median(np.array([Autocorrelation.from_kernel(k) for k in kernels]), axis=0).tolist())
+    kernel = np.median(np.array(kernels), axis=0)
+    if whiten is False:
+        return choose_stride(corr), corr, None
+    smallest = min(int(np.prod(np.shape(p)[-2:])) for p in sample)
+    return 2, corr, (None if whiten == "auto" and is_white(kernel, smallest) else kernel)
 
 
 def random_phase(batch: torch.Tensor, f: int, gen: torch.Generator) -> torch.Tensor:
@@ -120,6 +135,17 @@ class Decorrelated:
         return out.reshape(arr.shape), None
 
 
-def record(stride: int, corr: Autocorrelation | None, requested: Any) -> dict[str, Any]:
-    """What a checkpoint keeps about the stride: the one used, what was asked, the estimate if measured."""
-    return {"stride": stride, "requested": requested, "estimate": None if corr is None else corr.as_dict()}
+def record(stride: int, corr: Autocorrelation | None, requested: Any, kernel: np.ndarray | None = None,
+           whiten: Any = False) -> dict[str, Any]:
+    """What a checkpoint keeps about the stride and the whitening: what was used, what was asked,
+    the estimate if measured (``whiten``: the kernel whitened by, or None)."""
+    return {"stride": stride, "requested": requested, "estimate": None if corr is None else corr.as_dict(),
+            "whiten": None if kernel is None else np.asarray(kernel).tolist(), "whiten_requested": whiten}
+
+
+def runner(engine: Engine, stride: int, whiten: Sequence[Sequence[float]] | None) -> Engine | Decorrelated | Whitened:
+    """The engine as a checkpoint's model runs: on PD sub-images (stride > 2), between the
+    whitening filters (a kernel recorded), or as it is."""
+    if whiten is not None:
+        return Whitened(engine, np.asarray(whiten, np.float64))
+    return engine if stride == 2 else Decorrelated(engine, stride)

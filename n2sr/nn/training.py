@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from n2sr.config import TrainConfig
 from n2sr.nn.decorrelate import record, resolve_stride
+from n2sr.nn.whiten import whiten_planes
 from n2sr.nn.device import autocast, pick_device, resolve_precision
 from n2sr.nn.model import build_model
 from n2sr.nn.normalize import Normalizer
@@ -252,7 +253,9 @@ def fit(
     t_start = time.monotonic()
     device = pick_device(cfg.device)
     cfg = cfg.resolved(device.type == "cuda")
-    stride, corr = resolve_stride(cfg.stride, planes) if method == "n2sr" else (2, None)
+    stride, corr, kernel = resolve_stride(cfg.stride, planes, cfg.whiten) if method == "n2sr" else (2, None, None)
+    if kernel is not None:  # trained, like every later input, in the whitened domain (n2sr.nn.whiten)
+        planes = whiten_planes(planes, kernel)
     obj = objective(method, settings, stride)
     crops = replace(cfg, patch_size=cfg.patch_size * obj.crop)  # stride > 2: crop P PD sub-images from these
     check_planes(planes, crops, obj, sources)
@@ -311,7 +314,7 @@ def fit(
     return TrainResult(best_state=run.best_state if run.best_state is not None else run.scored.state_dict(),
                        best_step=run.best_step, best_val=run.best_val, steps=run.step, curve=run.curve,
                        seconds=elapsed(), normalizer=normalizer, precision=precision, device=str(device),
-                       scale=obj.scale, config=cfg, stride=record(stride, corr, cfg.stride))
+                       scale=obj.scale, config=cfg, stride=record(stride, corr, cfg.stride, kernel, cfg.whiten))
 
 
 def _step(run: _Run, obj: Objective, batch: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:

@@ -47,6 +47,7 @@ def adopt(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, me
     record = {
         "source": str(source.resolve()), "sha256": ckpt["sha256"], "method": ckpt["method"],
         "scale": ckpt["scale"], "normalizer": ckpt["normalizer"], "stride": ckpt.get("stride", 2),
+        "whiten": ckpt.get("whiten"),
         "trained_with": ckpt.get("versions", {}), "train_config": ckpt.get("train_config"),
         "model_config": ckpt["model_config"], "steps": ckpt.get("steps"), "best_val": ckpt.get("best_val"),
         "checked_with": versions(),

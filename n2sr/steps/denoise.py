@@ -25,12 +25,12 @@ from n2sr.io.images import export_tiff, kind_of, write_image
 from n2sr.io.planes import PlaneView, select
 from n2sr.io.provenance import versions
 from n2sr.io.pyramid import add_levels
-from n2sr.nn.decorrelate import Decorrelated
+from n2sr.nn.decorrelate import runner as decorrelation_runner
 from n2sr.nn.device import set_threads
 from n2sr.nn.inference import Engine, as_dtype
 from n2sr.nn.model import from_state, receptive_field
 from n2sr.nn.normalize import Normalizer
-from n2sr.nn.probe import plane_estimates
+from n2sr.nn.probe import Runner, plane_estimates
 
 
 def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -51,8 +51,12 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     set_threads()  # the cores SLURM or the affinity mask gave us, not the whole node's
     ckpt = checkpoints.load(model)
     stride = ckpt.get("stride", 2)  # checkpoints before the stride setting: the 2x2 sub-sampler
+    whiten = ckpt.get("whiten")  # the kernel its inputs are whitened by (n2sr.nn.whiten), or None
     if sr is not None and stride != 2:
         raise InputError(model, f"was trained with stride {stride} (PD sub-images): no 2x output; drop --sr")
+    if sr is not None and whiten is not None:
+        raise InputError(model, "was trained on whitened planes (correlated noise): its 2x output is whitened too; "
+                                "drop --sr, or train with whiten: false")
     if sr is not None and ckpt["scale"] != 2:
         raise InputError(model, f"is a {ckpt['method']} model (same-size U-Net) without a 2x output; drop --sr")
     try:
@@ -68,7 +72,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     attrs = {
         "source": str(selection.path), "captures": selection.captures, "method": ckpt["method"], "model": str(model),
         "model_sha256": ckpt["sha256"], "model_train_config": ckpt.get("train_config"),
-        "denoise_config": asdict(cfg), "stride": stride, "dtype": dtype.name, "versions": versions(),
+        "denoise_config": asdict(cfg), "stride": stride, "whiten": whiten, "dtype": dtype.name, "versions": versions(),
     }
     outputs = [Path(output)] + ([Path(sr)] if sr is not None else [])
     streamed = all(kind_of(p) == "zarr" for p in outputs) and kind_of(selection.path) == "zarr"
@@ -79,7 +83,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         return
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
-    runner = engine if stride == 2 else Decorrelated(engine, stride)  # the checkpoint's stride, honoured
+    runner = decorrelation_runner(engine, stride, whiten)  # the checkpoint's stride and whitening, honoured
     context = runner.context
     attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
     fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
@@ -136,7 +140,7 @@ def _reader(array, shape: Sequence[int], dtype: np.dtype) -> Callable[[int], np.
     return (lambda i: np.asarray(array[np.unravel_index(i, tuple(shape[:-2]))])) if dtype == np.float32 else None
 
 
-def _estimates(runner: Engine | Decorrelated, selection, output: Callable[[int], np.ndarray] | None,
+def _estimates(runner: Runner, selection, output: Callable[[int], np.ndarray] | None,
                ckpt: dict, stride: int, draws: int, pixels: int) -> list[dict]:
     """Reference-free estimates of every selected plane (flat index over the leading axes), from
     the float output `output(i)` (None: recomputed, as the written output was rounded to integers;
@@ -147,7 +151,7 @@ def _estimates(runner: Engine | Decorrelated, selection, output: Callable[[int],
         denoised = (lambda: np.asarray(output(i))) if output is not None else (  # noqa: E731
             lambda: runner.denoise_array(noisy[:, :].astype(np.float32), progress=False)[0])
         rows.append(plane_estimates(runner, noisy, denoised, method=ckpt["method"],
-                                    settings=ckpt.get("method_config"), sr=ckpt["scale"] == 2 and stride == 2,
+                                    settings=ckpt.get("method_config"), sr=ckpt["scale"] == 2 and stride == 2 and ckpt.get("whiten") is None,
                                     draws=draws, seed=i, pixels=pixels))
     return rows
 

@@ -71,6 +71,9 @@ def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
     if ckpt.get("stride", 2) != 2:
         raise InputError(checkpoint, f"was trained with stride {ckpt['stride']} (pixel-shuffle sub-images), "
                                      "which the exported network does not do; only stride 2 models export")
+    if ckpt.get("whiten") is not None:
+        raise InputError(checkpoint, "was trained on whitened planes (correlated noise), which the exported network "
+                                     "does not do; train with whiten: false to export")
     try:
         net = from_state(ckpt["model_config"], ckpt["scale"], ckpt["model"])
         normalizer = Normalizer.from_dict(ckpt["normalizer"])

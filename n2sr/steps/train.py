@@ -97,7 +97,7 @@ def train_planes(planes: Sequence[np.ndarray], out: str | os.PathLike[str], cfg:
         "method_config": asdict(obj.settings) if obj.settings is not None else None,
         "normalizer": result.normalizer.to_dict(), "precision": result.precision, "device": result.device,
         "sources": list(sources), "versions": versions(), "model": result.best_state, "step": result.best_step,
-        "stride": result.stride["stride"], "stride_choice": result.stride,
+        "stride": result.stride["stride"], "whiten": result.stride["whiten"], "stride_choice": result.stride,
         "steps": result.steps, "best_val": result.best_val, "curve": result.curve, "seconds": result.seconds,
     })
     return result

@@ -196,6 +196,13 @@ def train_options(method: str, **overrides: Any) -> str:
     from scratch."""
     own = {f"{method}_{key}": value for key, value in config.get(method, {}).items()}
     train = {k: v for k, v in config["train"].items() if k != "retrain"}  # the workflow's, not n2sr train's
+    # whiten: auto is the CLI's default and stays off the command (models trained before the key are
+    # not retrained); a whitened model has no 2x output, so write_sr keeps n2sr unwhitened
+    if train.get("whiten") is True and config["denoise"]["write_sr"]:
+        raise ConfigError("config train.whiten: true with denoise.write_sr: true: a whitened model has no 2x "
+                          "output; set whiten to auto or false, or write_sr to false")
+    if train.get("whiten", "auto") == "auto":
+        train["whiten"] = False if config["denoise"]["write_sr"] and method == "n2sr" else None
     if GENERIC:
         train["init"] = GENERIC_MODEL if method == "n2sr" else "scratch"
     return cli_options({"method": method, "captures": config["train_captures"], **train, **overrides, **own})
