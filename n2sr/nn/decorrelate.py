@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, measured_kernel
 from n2sr.nn.inference import Engine, Window, as_dtype
-from n2sr.nn.whiten import Whitened, is_white
+from n2sr.nn.whiten import Whitened, complete, is_white
 
 AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable
 
@@ -49,11 +49,11 @@ def resolve_stride(stride: int | str, planes: Sequence[np.ndarray], whiten: bool
     """The stride, the measured correlation and the kernel to whiten by (`n2sr.nn.whiten`; None: not whitened).
 
     The noise is measured (`measured_kernel`, median over up to `AUTO_PLANES` evenly spread planes)
-    where a choice needs it. ``stride: "auto"`` is 2 where the noise is whitened (``whiten`` not
-    False: whitening keeps the resolution a wider stride costs), else `choose_stride`'s pick.
-    ``whiten: "auto"`` whitens at stride 2 wherever the measured kernel is not white beyond chance
-    (`n2sr.nn.whiten.is_white`); True
-    always (stride 2 only); an integer stride is checked and kept.
+    where a choice needs it. ``whiten: "auto"`` whitens at stride 2 wherever the measured kernel
+    is not white beyond chance (`n2sr.nn.whiten.is_white`); True always (stride 2 only). With
+    both ``auto``, noise too strongly correlated for whitening to finish
+    (`n2sr.nn.whiten.complete`) gets the wider stride instead. ``stride: "auto"`` otherwise is
+    `choose_stride`'s pick; an integer stride is checked and kept.
     """
     if stride != "auto":
         factor(int(stride))
@@ -65,10 +65,12 @@ def resolve_stride(stride: int | str, planes: Sequence[np.ndarray], whiten: bool
     kernels = [measured_kernel(np.asarray(p).reshape(-1, *p.shape[-2:])[0]) for p in sample]
     corr = Autocorrelation(*np.median(np.array([Autocorrelation.from_kernel(k) for k in kernels]), axis=0).tolist())
     kernel = np.median(np.array(kernels), axis=0)
-    if whiten is False:
-        return choose_stride(corr), corr, None
     smallest = min(int(np.prod(np.shape(p)[-2:])) for p in sample)
-    return 2, corr, (None if whiten == "auto" and is_white(kernel, smallest) else kernel)
+    white = whiten is True or (whiten == "auto" and not is_white(kernel, smallest)
+                               and (stride == 2 or complete(kernel)))
+    if white:
+        return 2, corr, kernel
+    return (choose_stride(corr) if stride == "auto" else 2), corr, None
 
 
 def random_phase(batch: torch.Tensor, f: int, gen: torch.Generator) -> torch.Tensor:
