@@ -18,17 +18,10 @@ from n2sr.nn.decorrelate import resolve_stride, runner
 from n2sr.nn.inference import Engine
 from n2sr.nn.normalize import Normalizer
 from n2sr.nn.whiten import Whitened, apply, complete, filters, is_white
-from n2sr.noise import correlated_poisson_gaussian, paper_noise_model
 from n2sr.steps.denoise import denoise
 from n2sr.steps.train import train_planes
 from n2sr.synthetic import clean_image
-
-FLAT = np.full((384, 384), 100.0)
-MODEL = paper_noise_model(30, 2)
-
-
-def noisy(rho: float, seed: int = 0, clean: np.ndarray = FLAT) -> np.ndarray:
-    return correlated_poisson_gaussian(clean, MODEL, rho, np.random.default_rng(seed))
+from test_decorrelate import noisy  # correlated Poisson-Gaussian noise on a flat 384^2 plane
 
 
 @pytest.mark.parametrize("rho", [0.3, 0.6])

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, measured_kernel
-from n2sr.nn.inference import Engine, Window, as_dtype
+from n2sr.nn.inference import Engine, PlaneWise, Window, as_dtype
 from n2sr.nn.whiten import Whitened, complete, is_white
 
 AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable
@@ -102,11 +102,11 @@ def merge(subs: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
     return full[:, : shape[0], : shape[1]]
 
 
-class Decorrelated:
+class Decorrelated(PlaneWise):
     """An `Engine` applied to the PD sub-images of every plane (see the module docstring).
 
-    Offers the engine's `denoise_window` and `denoise_array` without the 2x output; the engine
-    itself is unchanged. ``context``: the block context the streamer must give, ``f`` times the
+    Offers the engine's `denoise_window` and (`PlaneWise`) `denoise_array` without the 2x output;
+    the engine itself is unchanged. ``context``: the block context the streamer must give, ``f`` times the
     engine's overlap (the network's reach, in sub-image pixels, spans ``f`` plane pixels each).
     """
 
@@ -126,15 +126,6 @@ class Decorrelated:
         full = merge(denoised, self.f, planes.shape[-2:])
         out = full[:, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
         return (out if dtype is None else as_dtype(out, dtype)), None
-
-    def denoise_array(self, arr: np.ndarray, return_sr: bool = False, progress: bool = True
-                      ) -> tuple[np.ndarray, None]:
-        """Every plane of ``(..., Y, X)``, one at a time; float32."""
-        arr = np.asarray(arr)
-        flat = arr.reshape(-1, *arr.shape[-2:])
-        window = ((0, 0), (0, 0, *arr.shape[-2:]), arr.shape[-2:])
-        out = np.stack([self.denoise_window(p[None], window, return_sr)[0][0] for p in flat])
-        return out.reshape(arr.shape), None
 
 
 def record(stride: int, corr: Autocorrelation | None, requested: Any, kernel: np.ndarray | None = None,

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from scipy import signal
 
-from n2sr.nn.inference import Engine, Window, as_dtype
+from n2sr.nn.inference import Engine, PlaneWise, Window, as_dtype
 
 FLOOR = 0.005  # the spectrum is floored at this fraction of its peak: a gain of at most 1/sqrt(FLOOR)
 GRID = 256  # the filters are designed on this FFT grid (their reach is far smaller)
@@ -105,11 +105,11 @@ def whiten_planes(planes: Sequence[np.ndarray], kernel: np.ndarray) -> list[np.n
     return [apply(p, fir).astype(np.float32) for p in planes]
 
 
-class Whitened:
+class Whitened(PlaneWise):
     """An `Engine` applied between the whitening and the recolouring filter (module docstring).
 
-    Offers the engine's `denoise_window` and `denoise_array` without the 2x output (it is in the
-    whitened domain). ``context``: the engine's overlap plus both filters' reach.
+    Offers the engine's `denoise_window` and (`PlaneWise`) `denoise_array`, without the 2x
+    output (it is in the whitened domain). ``context``: the engine's overlap plus both filters' reach.
     """
 
     def __init__(self, engine: Engine, kernel: np.ndarray) -> None:
@@ -129,12 +129,3 @@ class Whitened:
         full = apply(denoised, self.synthesis)
         out = full[:, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]].astype(np.float32)
         return (out if dtype is None else as_dtype(out, dtype)), None
-
-    def denoise_array(self, arr: np.ndarray, return_sr: bool = False, progress: bool = True
-                      ) -> tuple[np.ndarray, None]:
-        """Every plane of ``(..., Y, X)``, one at a time; float32."""
-        arr = np.asarray(arr)
-        flat = arr.reshape(-1, *arr.shape[-2:])
-        window = ((0, 0), (0, 0, *arr.shape[-2:]), arr.shape[-2:])
-        out = np.stack([self.denoise_window(p[None], window, return_sr)[0][0] for p in flat])
-        return out.reshape(arr.shape), None

@@ -150,9 +150,9 @@ def _estimates(runner: Runner, selection, output: Callable[[int], np.ndarray] | 
         noisy = PlaneView(selection, tuple(int(j) for j in np.unravel_index(i, selection.shape[:-2])))
         denoised = (lambda: np.asarray(output(i))) if output is not None else (  # noqa: E731
             lambda: runner.denoise_array(noisy[:, :].astype(np.float32), progress=False)[0])
+        sr = ckpt["scale"] == 2 and stride == 2 and ckpt.get("whiten") is None  # the 2x2 path, unfiltered
         rows.append(plane_estimates(runner, noisy, denoised, method=ckpt["method"],
-                                    settings=ckpt.get("method_config"), sr=ckpt["scale"] == 2 and stride == 2 and ckpt.get("whiten") is None,
-                                    draws=draws, seed=i, pixels=pixels))
+                                    settings=ckpt.get("method_config"), sr=sr, draws=draws, seed=i, pixels=pixels))
     return rows
 
 
