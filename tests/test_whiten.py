@@ -104,6 +104,11 @@ def test_checkpoint_records_the_whitening_and_denoise_honours_it(tmp_path):
     assert omezarr.read_attrs(tmp_path / "out.zarr")["whiten"] == checkpoints.load(tmp_path / "m.pt")["whiten"]
     with pytest.raises(InputError, match="whitened"):
         denoise(tmp_path / "m.pt", tmp_path / "in.tif", tmp_path / "o2.tif", sr=tmp_path / "sr.tif")
+    ckpt["whiten"] = [[1.0, 0.2], [0.2, 1.0]]  # damaged: an even kernel
+    checkpoints.save(tmp_path / "bad.pt", {k: v for k, v in ckpt.items() if k != "sha256"})
+    with pytest.raises(InputError, match="damaged or foreign checkpoint: whitening kernel"):
+        denoise(tmp_path / "bad.pt", tmp_path / "in.tif", tmp_path / "o3.tif")
+    assert not (tmp_path / "o3.tif").exists()
 
 
 def test_cli_takes_whiten_as_a_word_or_a_switch(tmp_path):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, measured_kernel
 from n2sr.nn.inference import Engine, PlaneWise, Window, as_dtype
-from n2sr.nn.whiten import Whitened, complete, is_white
+from n2sr.nn.whiten import Whitened, as_kernel, complete, is_white
 
 AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable
 
@@ -136,9 +136,10 @@ def record(stride: int, corr: Autocorrelation | None, requested: Any, kernel: np
             "whiten": None if kernel is None else np.asarray(kernel).tolist(), "whiten_requested": whiten}
 
 
-def runner(engine: Engine, stride: int, whiten: Sequence[Sequence[float]] | None) -> Engine | Decorrelated | Whitened:
+def runner(engine: Engine, stride: int, whiten: Sequence[Sequence[float]] | np.ndarray | None
+           ) -> Engine | Decorrelated | Whitened:
     """The engine as a checkpoint's model runs: on PD sub-images (stride > 2), between the
     whitening filters (a kernel recorded), or as it is."""
     if whiten is not None:
-        return Whitened(engine, np.asarray(whiten, np.float64))
+        return Whitened(engine, as_kernel(whiten))
     return engine if stride == 2 else Decorrelated(engine, stride)

@@ -33,6 +33,14 @@ MAX_RADIUS = 24
 SIGNIFICANT = 8.0  # a measured correlation counts from this many / sqrt(pixels): 4 x its scatter on white noise
 
 
+def as_kernel(value: object) -> np.ndarray:
+    """A recorded correlation kernel as an array, refused unless odd, square and 1 at the centre."""
+    k = np.asarray(value, np.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0 or k[k.shape[0] // 2, k.shape[0] // 2] != 1.0:
+        raise ValueError(f"whitening kernel must be an odd square array with 1 at its centre, got shape {k.shape}")
+    return k
+
+
 def is_white(kernel: np.ndarray, pixels: int | None = None) -> bool:
     """A kernel with nothing off its centre, or (measured on planes of `pixels`) nothing beyond
     chance: white noise's band fit scatters by about ``2 / sqrt(pixels)`` per lag (measured: up

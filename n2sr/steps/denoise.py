@@ -31,6 +31,7 @@ from n2sr.nn.inference import Engine, as_dtype
 from n2sr.nn.model import from_state, receptive_field
 from n2sr.nn.normalize import Normalizer
 from n2sr.nn.probe import Runner, plane_estimates
+from n2sr.nn.whiten import as_kernel
 
 
 def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -63,6 +64,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         net = from_state(ckpt["model_config"], ckpt["scale"], ckpt["model"])
         rf = receptive_field(ModelConfig(**ckpt["model_config"]), sr=ckpt["scale"] == 2)
         normalizer = Normalizer.from_dict(ckpt["normalizer"])
+        kernel = None if whiten is None else as_kernel(whiten)
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(model, f"damaged or foreign checkpoint: {exc}") from None
     except KeyError as exc:  # a recorded setting lacks a key
@@ -83,7 +85,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         return
     engine = Engine(net, cfg, scale=ckpt["scale"], receptive_field=rf, normalizer=normalizer, attempt=attempt,
                     job_pixels=math.prod(selection.shape))  # the whole stack's: every part decides alike
-    runner = decorrelation_runner(engine, stride, whiten)  # the checkpoint's stride and whitening, honoured
+    runner = decorrelation_runner(engine, stride, kernel)  # the checkpoint's stride and whitening, honoured
     context = runner.context
     attrs.update(attempt=attempt, tile_size=engine.tile, overlap_pixels=context)
     fn = lambda planes, window: runner.denoise_window(planes, window, sr is not None, dtype)  # noqa: E731
