@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, measured_kernel
-from n2sr.nn.inference import Engine, PlaneWise, Window, as_dtype
+from n2sr.nn.inference import Engine, Window, as_dtype
+from n2sr.nn.planewise import PlaneWise
 from n2sr.nn.whiten import Whitened, as_kernel, complete, is_white
 
 AUTO_PLANES = 16  # planes whose noise `resolve_stride` estimates: the median of a few is stable

@@ -45,7 +45,6 @@ The fast path, chosen by measurement on the project's 2-core AVX512-BF16 CPU
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import copy
 import math
@@ -134,24 +133,6 @@ def prepare(model: nn.Module, device: torch.device, precision: Literal["bf16", "
         return y[..., : y.shape[-2] * h // xin.shape[-2], : y.shape[-1] * w // xin.shape[-1]].float().contiguous()
 
     return forward
-
-
-class PlaneWise(abc.ABC):
-    """`denoise_array` for an engine wrapper (PD sub-images, whitening) from its `denoise_window`:
-    every plane of ``(..., Y, X)`` as one window, one at a time; float32, no 2x output."""
-
-    @abc.abstractmethod
-    def denoise_window(self, planes: np.ndarray, window: Window, return_sr: bool = False,
-                       dtype: np.dtype | None = None) -> tuple[np.ndarray, None]:
-        """The denoised `window` of `planes` (a block with its context)."""
-
-    def denoise_array(self, arr: np.ndarray, return_sr: bool = False, progress: bool = True
-                      ) -> tuple[np.ndarray, None]:
-        arr = np.asarray(arr)
-        flat = arr.reshape(-1, *arr.shape[-2:])
-        window = ((0, 0), (0, 0, *arr.shape[-2:]), arr.shape[-2:])
-        out = np.stack([self.denoise_window(p[None], window, return_sr)[0][0] for p in flat])
-        return out.reshape(arr.shape), None
 
 
 class Engine:

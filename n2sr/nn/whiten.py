@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 from scipy import signal
 
-from n2sr.nn.inference import Engine, PlaneWise, Window, as_dtype
+from n2sr.nn.inference import Engine, Window, as_dtype
+from n2sr.nn.planewise import PlaneWise
 
 FLOOR = 0.005  # the spectrum is floored at this fraction of its peak: a gain of at most 1/sqrt(FLOOR)
 GRID = 256  # the filters are designed on this FFT grid (their reach is far smaller)
