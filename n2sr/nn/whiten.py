@@ -31,7 +31,6 @@ FLOOR = 0.005  # the spectrum is floored at this fraction of its peak: a gain of
 GRID = 256  # the filters are designed on this FFT grid (their reach is far smaller)
 TRUNCATION = 1e-6  # energy a truncated filter may leave out
 MAX_RADIUS = 24
-SIGNIFICANT = 8.0  # a measured correlation counts from this many / sqrt(pixels): 4 x its scatter on white noise
 
 
 def as_kernel(value: object) -> np.ndarray:
@@ -40,16 +39,6 @@ def as_kernel(value: object) -> np.ndarray:
     if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0 or k[k.shape[0] // 2, k.shape[0] // 2] != 1.0:
         raise ValueError(f"whitening kernel must be an odd square array with 1 at its centre, got shape {k.shape}")
     return k
-
-
-def is_white(kernel: np.ndarray, pixels: int | None = None) -> bool:
-    """A kernel with nothing off its centre, or (measured on planes of `pixels`) nothing beyond
-    chance: white noise's band fit scatters by about ``2 / sqrt(pixels)`` per lag (measured: up
-    to 0.07 on 70 x 90 planes), so only ``SIGNIFICANT / sqrt(pixels)`` and more counts."""
-    k = np.asarray(kernel, np.float64).copy()
-    k[k.shape[0] // 2, k.shape[1] // 2] = 0.0
-    bound = 0.0 if pixels is None else SIGNIFICANT / np.sqrt(pixels)
-    return not np.any(np.abs(k) > bound)
 
 
 def _crop(full: np.ndarray) -> np.ndarray:
