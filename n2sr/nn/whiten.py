@@ -9,8 +9,10 @@ with resolution. Whitening keeps the resolution: the plane is filtered by
 (`n2sr.correlation.measured_kernel`), so its noise is white; Noise2SR trains and denoises there,
 and the output is filtered back by ``sqrt(S(w) / S(0))``. Both filters pass a constant unchanged,
 so intensities and the normaliser keep their meaning. Measured (`benchmarks/results/
-noise_correlation.md`): at lag-1 correlation 0.3 whitening gains 2.9 dB over the plain sub-sampler
-where stride 3 gains 2.35, and on a real FMD BPAE_R capture 0.8 dB where stride 3 loses 1.6.
+noise_correlation.md`, section 3): at lag-1 correlation 0.3 whitening gains 2.82 dB over the plain
+sub-sampler where stride 3 gains 2.35; at 0.6 stride 3 does better (the filter floors). On FMD's
+weakly correlated confocal captures it gained at 2 CPU-minutes and lost at 10, so `whiten: auto`
+(`n2sr.nn.decorrelate.resolve_stride`) whitens only widefield-like noise.
 
 The filters are FIR, truncated where their energy outside is under `TRUNCATION`, and applied by
 FFT convolution of the edge-reflected plane: the same filter in training and at inference, and
