@@ -124,6 +124,19 @@ def band_correlation(noisy: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return kernel
 
 
+def kernel_spectrum(kernel: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """``S(w) = sum_d rho(d) cos(w . d)`` of a correlation kernel (odd square, entry ``(half + dy,
+    half + dx)`` at lag ``(dy, dx)``) at the angular frequencies (wy, wx), broadcast together."""
+    k = np.asarray(kernel, np.float64)
+    half = k.shape[0] // 2
+    out = np.zeros(np.broadcast_shapes(np.shape(wy), np.shape(wx)))
+    for dy in range(-half, half + 1):
+        for dx in range(-half, half + 1):
+            if k[half + dy, half + dx]:
+                out += k[half + dy, half + dx] * np.cos(dy * wy + dx * wx)
+    return out
+
+
 def band_energy(noisy: np.ndarray | Sequence[np.ndarray], kernel: np.ndarray) -> float:
     """The mean noise variance of `noisy`, for noise of correlation `kernel` (5 x 5, as
     `band_correlation`): the band's power over the kernel's spectrum summed on the same band."""
@@ -132,11 +145,7 @@ def band_energy(noisy: np.ndarray | Sequence[np.ndarray], kernel: np.ndarray) ->
     tiles = 0
     for tile in _tiles(_planes(noisy)):
         power, wy, wx = _band(tile, ENERGY_BAND)
-        shape = np.zeros_like(wy)
-        for dy in range(-2, 3):
-            for dx in range(-2, 3):
-                if k[2 + dy, 2 + dx]:
-                    shape += k[2 + dy, 2 + dx] * np.cos(dy * wy + dx * wx)
+        shape = kernel_spectrum(k, wy, wx)
         power_sum += float(power.sum())
         shape_sum += float(shape.sum())
         tiles += 1

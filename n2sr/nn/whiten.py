@@ -27,6 +27,7 @@ import numpy as np
 from scipy import signal
 
 from n2sr.nn.inference import Engine, Window, as_dtype
+from n2sr.spectrum import kernel_spectrum
 from n2sr.nn.planewise import PlaneWise
 
 FLOOR = 0.005  # the spectrum is floored at this fraction of its peak: a gain of at most 1/sqrt(FLOOR)
@@ -59,16 +60,8 @@ def _crop(full: np.ndarray) -> np.ndarray:
 
 def _spectrum(kernel: np.ndarray) -> np.ndarray:
     """The noise spectrum ``S`` of a correlation kernel (odd square, 1 at the centre) on the design grid."""
-    k = np.asarray(kernel, np.float64)
-    half = k.shape[0] // 2
     w = np.fft.fftfreq(GRID) * 2.0 * np.pi
-    wy, wx = w[:, None], w[None, :]
-    spectrum = np.zeros((GRID, GRID))
-    for dy in range(-half, half + 1):
-        for dx in range(-half, half + 1):
-            if k[half + dy, half + dx]:
-                spectrum += k[half + dy, half + dx] * np.cos(dy * wy + dx * wx)
-    return spectrum
+    return kernel_spectrum(kernel, w[:, None], w[None, :])
 
 
 def complete(kernel: np.ndarray) -> bool:
