@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from n2sr import spectrum
-from n2sr.correlation import Autocorrelation, measured_kernel, noise_autocorrelation
+from n2sr.correlation import WIDEFIELD_LAG1, Autocorrelation, measured_kernel, noise_autocorrelation
 from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian
 from n2sr.regions import Crop, crops
 
@@ -59,6 +59,9 @@ NOISE_FIT_RSE = 0.05
 # texture leaks into larger ones (`choose_stride` keeps the default 7).
 KERNEL_WINDOW = 5
 _MIN_SIDE = 4 * KERNEL_WINDOW  # the smallest plane side the correlation is estimated on (`estimate_kernel`)
+# Widefield-like noise: the shape a x + b is fitted over tiles of this side (`fit`): 64 of them on
+# a 256 x 256 crop; 16 and 8 read b 2-3x high on the lag-1 0.6 synthetic crops, 32 within 2x.
+SHAPE_TILE = 32
 SE_BLOCK = 8  # block side of the standard error of a plane's SURE terms (`_mean`)
 
 
@@ -241,12 +244,15 @@ def fit(noisy: np.ndarray | list[np.ndarray]) -> PoissonGaussian | None:
     noise energy (`calibrated`), or None where it allows none (constant or saturated): then there
     is no estimate, and the image is still denoised and scored."""
     try:
-        return calibrated(estimate_poisson_gaussian(noisy), noisy)
+        kernel = noise_kernel(noisy if isinstance(noisy, list) else [noisy])
+        widefield = Autocorrelation.from_kernel(kernel).lag1 >= WIDEFIELD_LAG1  # see the fit's step 5
+        return calibrated(estimate_poisson_gaussian(noisy, tile=SHAPE_TILE if widefield else None), noisy, kernel)
     except ValueError:
         return None
 
 
-def calibrated(model: PoissonGaussian, noisy: np.ndarray | list[np.ndarray]) -> PoissonGaussian:
+def calibrated(model: PoissonGaussian, noisy: np.ndarray | list[np.ndarray],
+               kernel: np.ndarray | None = None) -> PoissonGaussian:
     """`model` (its shape ``a x + b`` from the level sets) scaled so that its mean variance over
     `noisy` is the noise band's (`n2sr.spectrum.band_energy`, for `noise_kernel`'s correlation).
 
@@ -255,7 +261,7 @@ def calibrated(model: PoissonGaussian, noisy: np.ndarray | list[np.ndarray]) -> 
     pieces = noisy if isinstance(noisy, list) else [noisy]
     fitted = float(np.mean(np.concatenate([noise_variance(z, model).ravel() for z in pieces])))
     try:
-        energy = spectrum.band_energy(pieces, noise_kernel(pieces))
+        energy = spectrum.band_energy(pieces, noise_kernel(pieces) if kernel is None else kernel)
     except ValueError:
         return model
     if not (fitted > 0 and energy > 0):

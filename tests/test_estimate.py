@@ -89,6 +89,19 @@ def test_sure_counts_correlated_noise_that_white_noise_sure_misses():
     assert np.mean(white) < 0.5 * np.mean(truths)
 
 
+def test_fit_reads_the_shape_of_widefield_noise_over_tiles():
+    """`fit` uses the tiles (`estimate_poisson_gaussian`'s step 5) where the plane's noise is
+    widefield-like, so a dim plane's a x + b keeps its shape; white noise keeps the level sets."""
+    model = paper_noise_model(30.0, 2.0)
+    x = 4.0 + 26.0 * clean_image((256, 256), np.random.default_rng(5))
+    y = correlated_poisson_gaussian(x, model, 0.6, np.random.default_rng(5))
+    fitted = estimate.fit(y)
+    assert fitted.variance(30.0) / fitted.variance(4.0) == pytest.approx(model.variance(30.0) / model.variance(4.0),
+                                                                         rel=0.15)
+    white = poisson_gaussian(x, model, np.random.default_rng(5))
+    assert estimate.fit(white) == estimate.calibrated(estimate_poisson_gaussian(white), white)
+
+
 def test_noise_kernel_is_white_on_white_noise_and_small_planes():
     y = poisson_gaussian(_clean(3), MODELS["gaussian"], np.random.default_rng(3))
     k = estimate.noise_kernel(y)

@@ -84,6 +84,19 @@ def test_estimator_gaussian_noise_gives_small_gain():
     assert np.sqrt(est.b) == pytest.approx(10.0, rel=0.1)
 
 
+def test_tiles_fit_correlated_noise_shape_where_level_sets_flatten():
+    """Widefield-like noise over a narrow intensity range: the 5 x 5 mean that the level sets bin
+    on is noisy enough to mix them (regression dilution); tiles read the shape of a x + b."""
+    x = smooth_image(lo=4.0, hi=30.0)
+    true = noise.paper_noise_model(30, 2)
+    y = noise.correlated_poisson_gaussian(x, true, 0.6, np.random.default_rng(0))
+    ratio = lambda m: m.variance(30.0) / m.variance(4.0)  # noqa: E731 (scale-free: the residual's gain cancels)
+    assert ratio(noise.estimate_poisson_gaussian(y, tile=32)) == pytest.approx(ratio(true), rel=0.1)
+    assert ratio(noise.estimate_poisson_gaussian(y)) < 0.8 * ratio(true)
+    small = y[:64, :64]  # 4 tiles: too few, the level sets' fit
+    assert noise.estimate_poisson_gaussian(small, tile=32) == noise.estimate_poisson_gaussian(small)
+
+
 def test_estimator_rejects_bad_input():
     with pytest.raises(ValueError, match="2-D"):
         noise.estimate_poisson_gaussian(np.zeros((2, 64, 64)))

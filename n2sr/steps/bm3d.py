@@ -14,7 +14,7 @@ import numpy as np
 
 from n2sr.bm3d import REACH, bm3d_denoise
 from n2sr.config import DenoiseConfig
-from n2sr.estimate import black_box_sure, calibrated, cropped_sure, noise_variance, record, unavailable
+from n2sr.estimate import black_box_sure, cropped_sure, fit, noise_variance, record, unavailable
 from n2sr.regions import crops
 from n2sr.io.guard import check_outputs
 from n2sr.io.images import write_image
@@ -49,8 +49,9 @@ def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
 
 
 def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int, pixels: int = 0) -> dict:
-    """SURE of BM3D under the noise model fitted to `plane` (the one BM3D itself uses; a
-    negative gain is BM3D's Gaussian case, as ``a = 0``). A plane of more than `pixels` (0: no
+    """SURE of BM3D, run with the noise model it fitted to `plane` (a negative gain is BM3D's
+    Gaussian case, as ``a = 0``), under the noise model every method's SURE uses
+    (`n2sr.estimate.fit`: for white noise the same shape, scaled to the band's energy). A plane of more than `pixels` (0: no
     limit) is estimated on `crops` with `REACH` around them (where those cost less), BM3D run on
     each window twice (with and without the probe), so `denoised` is not used there."""
     y = np.asarray(plane, np.float64)
@@ -58,7 +59,9 @@ def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int, pixels: int = 0) -
         raw = estimate_poisson_gaussian(y)
     except ValueError:  # a constant or saturated plane: no noise to measure, no estimate
         return unavailable()
-    model = calibrated(raw, y)
+    model = fit(y)  # SURE's noise model: shape and energy as for every method (`n2sr.estimate.fit`)
+    if model is None:
+        return unavailable()
     noise = (max(raw.a, 0.0), raw.b)
     energy = float(np.mean(noise_variance(y, model)))
     near = crops(y.shape, pixels, REACH)
