@@ -236,7 +236,7 @@ def record(model: PoissonGaussian, energy: float, sure_estimate: Estimate, step:
                "sure_mse": sure_estimate.mse, "sure_se": sure_estimate.se,
                "sure_step": step, "held_out_mse": held.mse, "held_out_se": held.se}
     return {**{k: float(v) if math.isfinite(v) else None for k, v in numbers.items()},
-            "held_out_kind": kind if draws else "", "held_out_draws": draws if kind else 0, "pixels": pixels}
+            "held_out_kind": kind, "held_out_draws": draws, "pixels": pixels}
 
 
 def fit(noisy: np.ndarray | list[np.ndarray]) -> PoissonGaussian | None:

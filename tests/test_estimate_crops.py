@@ -133,6 +133,19 @@ class CountingView:
         return out
 
 
+@pytest.mark.parametrize("pixels", [0, 4096])
+def test_no_held_out_estimate_where_the_noise_is_correlated(tiny_engine, pixels):
+    """Theorem 1 needs pixel-wise independent noise: on widefield-like noise the held-out loss is
+    not computed, and the entry says why (`held_out_kind` "correlated"); SURE still is."""
+    x, _ = _noisy((512, 512))
+    y = correlated_poisson_gaussian(x, MODEL, 0.5, np.random.default_rng(7))
+    for method in ("n2sr", "n2v"):
+        entry = plane_estimates(tiny_engine, y, lambda: tiny_engine.denoise_array(y.astype(np.float32))[0],
+                                method=method, settings=None, sr=True, draws=2, seed=0, pixels=pixels)
+        assert entry["held_out_kind"] == "correlated" and entry["held_out_draws"] == 0
+        assert entry["held_out_mse"] is None and math.isfinite(entry["sure_mse"])
+
+
 def test_a_plane_estimated_on_crops_is_read_only_there(tiny_engine):
     """The estimates of a huge plane take memory for the crops: the noise is fitted on their
     windows, so the plane itself is never read whole, and the result is the one of the array."""

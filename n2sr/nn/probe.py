@@ -24,11 +24,17 @@ import torch
 
 from n2sr import estimate, regions
 from n2sr.config import MULTIPLE, N2SConfig, N2VConfig
+from n2sr.correlation import WIDEFIELD_LAG1, Autocorrelation
 from n2sr.nn.blindspot import n2s_mask, n2v_mask
 from n2sr.nn.subsample import subsample
 
 HELD_OUT = {"n2sr": "complement", "n2v": "masked", "n2s": "masked"}
 """Methods with a Theorem-1 estimate and what their held-out pixels are."""
+CORRELATED = "correlated"
+"""``held_out_kind`` of a plane whose noise reads widefield-like (lag-1 >= `WIDEFIELD_LAG1`): no
+held-out estimate. Theorem 1 needs pixel-wise independent noise; with correlated noise the held-out
+pixels' noise is partly predicted from their neighbours', and the loss reads the MSE low (below 0,
+an infinite PSNR, on every lag-1 0.6 row of `benchmarks/results/reference_free.md`)."""
 
 
 class PlaneLike(Protocol):
@@ -65,7 +71,7 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
     its standard error, NaN where the method has none) as plain numbers for the output's attributes.
     """
     shape = tuple(plane.shape[-2:])
-    kind = HELD_OUT.get(method) if method != "n2sr" or sr else None
+    kind = HELD_OUT.get(method) if (method != "n2sr" or sr) and draws > 0 else None
     held = estimate.NAN
     near = regions.crops(shape, pixels, runner.context, MULTIPLE)
     if near is None:
@@ -75,7 +81,8 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
             return estimate.unavailable()
         out = denoised() if callable(denoised) else denoised
         sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, out, model, seed)
-        if kind is not None and draws > 0:
+        kind = _applicable(kind, y)
+        if kind in HELD_OUT.values():
             preds, masks = held_out_predictions(runner, y, method, settings, draws, seed)
             held = estimate.held_out(y, preds, masks, model)
         counted, energy = y.size, float(np.mean(estimate.noise_variance(y, model)))
@@ -85,13 +92,24 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
         if model is None:
             return estimate.unavailable()
         sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, shape), windows, model, seed, near)
-        if kind is not None and draws > 0:
+        kind = _applicable(kind, windows)
+        if kind in HELD_OUT.values():
             reach = runner.context * (2 if method == "n2sr" else 1)
             held = _cropped_held_out(runner, plane, [c.widened(reach, shape, MULTIPLE) for c in near], model,
                                      method, settings, draws, seed)
         estimated = np.concatenate([w[c.inner].ravel() for c, w in zip(near, windows)])
         counted, energy = estimated.size, float(np.mean(estimate.noise_variance(estimated, model)))
-    return estimate.record(model, energy, sure, eps, held, kind or "", draws if kind else 0, counted)
+    return estimate.record(model, energy, sure, eps, held, kind or "", draws if kind in HELD_OUT.values() else 0,
+                           counted)
+
+
+def _applicable(kind: str | None, noisy: np.ndarray | list[np.ndarray]) -> str | None:
+    """`kind`, or `CORRELATED` where the noise of `noisy` (the plane, or its crops' windows) reads
+    widefield-like, so that Theorem 1 does not hold."""
+    if kind is None:
+        return None
+    lag1 = Autocorrelation.from_kernel(estimate.noise_kernel(noisy)).lag1
+    return CORRELATED if lag1 >= WIDEFIELD_LAG1 else kind
 
 
 def _window(runner: Runner, z: np.ndarray, crop: regions.Crop, shape: tuple[int, int]) -> np.ndarray:
