@@ -60,7 +60,7 @@ NOISE_FIT_RSE = 0.05
 KERNEL_WINDOW = 5
 _MIN_SIDE = 4 * KERNEL_WINDOW  # the smallest plane side the correlation is estimated on (`estimate_kernel`)
 # Widefield-like noise: the shape a x + b is fitted over tiles of this side (`fit`): 64 of them on
-# a 256 x 256 crop; 16 and 8 read b 2-3x high on the lag-1 0.6 synthetic crops, 32 within 2x.
+# a 256 x 256 crop; 16 and 8 read b 2-3x and 5x high on the lag-1 0.6 synthetic crops, 32 within 2x.
 SHAPE_TILE = 32
 SE_BLOCK = 8  # block side of the standard error of a plane's SURE terms (`_mean`)
 

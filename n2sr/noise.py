@@ -191,10 +191,9 @@ def estimate_poisson_gaussian(img: np.ndarray | list[np.ndarray], *, window: int
        times white noise's: 4.4x at lag-1 0.6), the level sets mix intensities and the line
        flattens (regression dilution; on the reference-free benchmark's lag-1 0.6 crops, whose
        intensities span little, ``a`` read 1.3x low and ``b`` 7x high after `n2sr.estimate`'s
-       energy scaling). A tile's mean intensity
-       is known to a fraction of a grey level, and as the variance is linear in ``x`` a tile's
-       mean variance is ``a mean(x) + b`` whatever it holds. Level sets where under
-       `_MIN_TILES` tiles have a quarter of their pixels smooth.
+       energy scaling). A tile's mean intensity is known to a fraction of a grey level, and as
+       the variance is linear in ``x`` a tile's mean variance is ``a mean(x) + b`` whatever it
+       holds. Level sets where under `_MIN_TILES` tiles have a quarter of their pixels smooth.
 
     Assumptions: noise independent of position given the intensity, zero-mean given ``x``;
     enough flat area at several intensities; ``b`` is returned as fitted (negative for an

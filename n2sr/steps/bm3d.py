@@ -51,9 +51,10 @@ def bm3d(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
 def _sure(plane: np.ndarray, denoised: np.ndarray, seed: int, pixels: int = 0) -> dict:
     """SURE of BM3D, run with the noise model it fitted to `plane` (a negative gain is BM3D's
     Gaussian case, as ``a = 0``), under the noise model every method's SURE uses
-    (`n2sr.estimate.fit`: for white noise the same shape, scaled to the band's energy). A plane of more than `pixels` (0: no
-    limit) is estimated on `crops` with `REACH` around them (where those cost less), BM3D run on
-    each window twice (with and without the probe), so `denoised` is not used there."""
+    (`n2sr.estimate.fit`: for white noise the same shape, scaled to the band's energy). A plane
+    of more than `pixels` (0: no limit) is estimated on `crops` with `REACH` around them (where
+    those cost less), BM3D run on each window twice (with and without the probe), so `denoised`
+    is not used there."""
     y = np.asarray(plane, np.float64)
     try:  # what BM3D ran with: the probe pass must run the same denoiser
         raw = estimate_poisson_gaussian(y)
