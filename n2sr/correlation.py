@@ -62,6 +62,12 @@ class Autocorrelation(NamedTuple):
         """Mean of the vertical and horizontal neighbours' correlation."""
         return 0.5 * (self.vertical + self.horizontal)
 
+    @property
+    def widefield(self) -> bool:
+        """Neighbours correlated like widefield noise (lag-1 from `WIDEFIELD_LAG1`): where the
+        wider sub-sampler, whitening, the image-domain kernel and the tiled noise fit apply."""
+        return self.lag1 >= WIDEFIELD_LAG1
+
     @classmethod
     def from_kernel(cls, k: np.ndarray) -> Autocorrelation:
         """The summary of a 5 x 5 correlation kernel (`estimate_kernel`)."""
@@ -162,7 +168,7 @@ def measured_kernel(noisy: np.ndarray | list[np.ndarray], *, window: int = _WIND
     domain (`estimate_kernel` with `window`: it sees lag 2 and is within 0.03 of the truth at 0.6)."""
     pieces = noisy if isinstance(noisy, list) else [noisy]
     kernel = band_correlation(pieces)
-    if Autocorrelation.from_kernel(kernel).lag1 < WIDEFIELD_LAG1:
+    if not Autocorrelation.from_kernel(kernel).widefield:
         return kernel
     return np.mean([estimate_kernel(z, window=window) for z in pieces], axis=0)
 
@@ -175,6 +181,6 @@ def choose_stride(corr: Autocorrelation) -> int:
     else 3, or 4 when pixels two apart still correlate (lag 2 >= `LAG2_THRESHOLD`). A wider
     stride costs resolution (`n2sr.nn.decorrelate`), so it is taken only where the noise needs it.
     """
-    if corr.lag1 < WIDEFIELD_LAG1:
+    if not corr.widefield:
         return 2
     return 4 if corr.lag2 >= LAG2_THRESHOLD else 3

@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from n2sr import spectrum
-from n2sr.correlation import WIDEFIELD_LAG1, Autocorrelation, measured_kernel, noise_autocorrelation
+from n2sr.correlation import Autocorrelation, measured_kernel, noise_autocorrelation
 from n2sr.noise import PoissonGaussian, estimate_poisson_gaussian
 from n2sr.regions import Crop, crops
 
@@ -239,14 +239,15 @@ def record(model: PoissonGaussian, energy: float, sure_estimate: Estimate, step:
             "held_out_kind": kind, "held_out_draws": draws, "pixels": pixels}
 
 
-def fit(noisy: np.ndarray | list[np.ndarray]) -> PoissonGaussian | None:
+def fit(noisy: np.ndarray | list[np.ndarray], kernel: np.ndarray | None = None) -> PoissonGaussian | None:
     """The blind noise fit of a plane (or of crops of one, pooled), scaled to the spectrum's
     noise energy (`calibrated`), or None where it allows none (constant or saturated): then there
-    is no estimate, and the image is still denoised and scored."""
+    is no estimate, and the image is still denoised and scored. `kernel`: the plane's
+    `noise_kernel`, where the caller has it already."""
     try:
-        kernel = noise_kernel(noisy if isinstance(noisy, list) else [noisy])
-        widefield = Autocorrelation.from_kernel(kernel).lag1 >= WIDEFIELD_LAG1  # see the fit's step 5
-        return calibrated(estimate_poisson_gaussian(noisy, tile=SHAPE_TILE if widefield else None), noisy, kernel)
+        kernel = noise_kernel(noisy) if kernel is None else kernel
+        tile = SHAPE_TILE if Autocorrelation.from_kernel(kernel).widefield else None  # see the fit's step 5
+        return calibrated(estimate_poisson_gaussian(noisy, tile=tile), noisy, kernel)
     except ValueError:
         return None
 

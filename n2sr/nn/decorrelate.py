@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from n2sr.correlation import STRIDES, WIDEFIELD_LAG1, Autocorrelation, choose_stride, measured_kernel
+from n2sr.correlation import STRIDES, Autocorrelation, choose_stride, measured_kernel
 from n2sr.nn.inference import Engine, Window, as_dtype
 from n2sr.nn.planewise import PlaneWise
 from n2sr.nn.whiten import Whitened, as_kernel, complete
@@ -50,9 +50,9 @@ def resolve_stride(stride: int | str, planes: Sequence[np.ndarray], whiten: bool
     """The stride, the measured correlation and the kernel to whiten by (`n2sr.nn.whiten`; None: not whitened).
 
     The noise is measured (`measured_kernel`, median over up to `AUTO_PLANES` evenly spread planes)
-    where a choice needs it. ``whiten: "auto"`` whitens at stride 2 where the measured lag-1
-    correlation reaches `WIDEFIELD_LAG1` (correlated, widefield-like noise; FMD's confocal captures
-    read 0.06-0.19, and whitening them gained at 2 CPU-minutes but lost at 10:
+    where a choice needs it. ``whiten: "auto"`` whitens at stride 2 where the measured noise is
+    widefield-like (`Autocorrelation.widefield`: lag-1 from 0.22; FMD's confocal captures read
+    0.06-0.19, and whitening them gained at 2 CPU-minutes but lost at 10:
     `noise_correlation.md`); True always (stride 2 only). With
     both ``auto``, noise too strongly correlated for whitening to finish
     (`n2sr.nn.whiten.complete`) gets the wider stride instead. ``stride: "auto"`` otherwise is
@@ -68,7 +68,7 @@ def resolve_stride(stride: int | str, planes: Sequence[np.ndarray], whiten: bool
     kernels = [measured_kernel(np.asarray(p).reshape(-1, *p.shape[-2:])[0]) for p in sample]
     corr = Autocorrelation(*np.median(np.array([Autocorrelation.from_kernel(k) for k in kernels]), axis=0).tolist())
     kernel = np.median(np.array(kernels), axis=0)
-    white = whiten is True or (whiten == "auto" and corr.lag1 >= WIDEFIELD_LAG1 and (stride == 2 or complete(kernel)))
+    white = whiten is True or (whiten == "auto" and corr.widefield and (stride == 2 or complete(kernel)))
     if white:
         return 2, corr, kernel
     return (choose_stride(corr) if stride == "auto" else 2), corr, None

@@ -24,14 +24,14 @@ import torch
 
 from n2sr import estimate, regions
 from n2sr.config import MULTIPLE, N2SConfig, N2VConfig
-from n2sr.correlation import WIDEFIELD_LAG1, Autocorrelation
+from n2sr.correlation import Autocorrelation
 from n2sr.nn.blindspot import n2s_mask, n2v_mask
 from n2sr.nn.subsample import subsample
 
 HELD_OUT = {"n2sr": "complement", "n2v": "masked", "n2s": "masked"}
 """Methods with a Theorem-1 estimate and what their held-out pixels are."""
 CORRELATED = "correlated"
-"""``held_out_kind`` of a plane whose noise reads widefield-like (lag-1 >= `WIDEFIELD_LAG1`): no
+"""``held_out_kind`` of a plane whose noise reads widefield-like (`Autocorrelation.widefield`): no
 held-out estimate. Theorem 1 needs pixel-wise independent noise; with correlated noise the held-out
 pixels' noise is partly predicted from their neighbours', and the loss reads the MSE low (below 0,
 an infinite PSNR, on every lag-1 0.6 row of `benchmarks/results/reference_free.md`)."""
@@ -76,23 +76,25 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
     near = regions.crops(shape, pixels, runner.context, MULTIPLE)
     if near is None:
         y = np.asarray(plane[:, :], np.float64)
-        model = estimate.fit(y)
+        kernel = estimate.noise_kernel(y)
+        model = estimate.fit(y, kernel)
         if model is None:  # a constant or saturated plane: no noise to measure, no estimate
             return estimate.unavailable()
         out = denoised() if callable(denoised) else denoised
         sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, out, model, seed)
-        kind = _applicable(kind, y)
+        kind = _applicable(kind, kernel)
         if kind in HELD_OUT.values():
             preds, masks = held_out_predictions(runner, y, method, settings, draws, seed)
             held = estimate.held_out(y, preds, masks, model)
         counted, energy = y.size, float(np.mean(estimate.noise_variance(y, model)))
     else:
         windows = [np.asarray(plane[c.window[0]:c.window[2], c.window[1]:c.window[3]], np.float64) for c in near]
-        model = estimate.fit(windows)
+        kernel = estimate.noise_kernel(windows)
+        model = estimate.fit(windows, kernel)
         if model is None:
             return estimate.unavailable()
         sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, shape), windows, model, seed, near)
-        kind = _applicable(kind, windows)
+        kind = _applicable(kind, kernel)
         if kind in HELD_OUT.values():
             reach = runner.context * (2 if method == "n2sr" else 1)
             held = _cropped_held_out(runner, plane, [c.widened(reach, shape, MULTIPLE) for c in near], model,
@@ -103,13 +105,10 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
                            counted)
 
 
-def _applicable(kind: str | None, noisy: np.ndarray | list[np.ndarray]) -> str | None:
-    """`kind`, or `CORRELATED` where the noise of `noisy` (the plane, or its crops' windows) reads
-    widefield-like, so that Theorem 1 does not hold."""
-    if kind is None:
-        return None
-    lag1 = Autocorrelation.from_kernel(estimate.noise_kernel(noisy)).lag1
-    return CORRELATED if lag1 >= WIDEFIELD_LAG1 else kind
+def _applicable(kind: str | None, kernel: np.ndarray) -> str | None:
+    """`kind`, or `CORRELATED` where the plane's noise `kernel` reads widefield-like, so that
+    Theorem 1 does not hold."""
+    return CORRELATED if kind is not None and Autocorrelation.from_kernel(kernel).widefield else kind
 
 
 def _window(runner: Runner, z: np.ndarray, crop: regions.Crop, shape: tuple[int, int]) -> np.ndarray:
