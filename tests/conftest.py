@@ -10,6 +10,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Every `snakemake` start loads the SLURM executor plugin, whose import runs `scontrol show config`
+# (10 s timeout) wherever SLURM's client tools are installed. With no controller up (this machine
+# once tests/test_slurm.py has installed SLURM, outside that test's run) each start then waits 9 s,
+# which the suite's ~100 local-executor starts add up to minutes. Those runs never use SLURM, so
+# their PATH finds a `scontrol` that fails at once; tests/test_slurm.py takes it off again.
+NO_SLURM = REPO / "tests" / "no_slurm"
+os.environ["PATH"] = f"{NO_SLURM}{os.pathsep}{os.environ.get('PATH', '')}"
+
 
 def data_root() -> Path:
     """Real FMD/W2S images: $N2SR_DATA, else ../shared/data beside the repository."""

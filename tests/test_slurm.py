@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import NO_SLURM
 from n2sr.io import omezarr
 from n2sr.io.images import read_image
 from pipeline_helpers import tiny_synthetic_config
@@ -43,6 +44,13 @@ THREADS = 2          # torch threads in both runs (OMP_NUM_THREADS), = the rules
 SLURM_RUN_TIMEOUT = 600  # s, `timeout -k` around the SLURM run (measured 2.2 min at load 3, 5 min at load 7, on 2 cores)
 
 pytestmark = pytest.mark.slow
+
+
+def slurm_env(**extra: str) -> dict[str, str]:
+    """This process's environment with SLURM's own `scontrol` on PATH (tests/conftest.py puts a
+    failing one first for the local-executor tests)."""
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != NO_SLURM)
+    return {**os.environ, "PATH": path, **extra}
 
 
 def _unavailable(reason: str):
@@ -64,7 +72,7 @@ class Cluster:
             return ""
         self._stopped = True
         down = subprocess.run(["bash", str(SLURM_DIR / "slurm-down.sh"), *self.started],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, env=slurm_env())
         return down.stdout + down.stderr
 
 
@@ -81,10 +89,10 @@ def slurm():
     start = time.monotonic()
     try:
         up = subprocess.run(["bash", str(SLURM_DIR / "slurm-up.sh")], capture_output=True, text=True,
-                            timeout=900, env={**os.environ, "N2SR_SLURM_PARTITION": PARTITION})
+                            timeout=900, env=slurm_env(N2SR_SLURM_PARTITION=PARTITION))
     except subprocess.TimeoutExpired:
         # the script stops what it started only when it gets to fail; stop everything it recorded
-        subprocess.run(["bash", str(SLURM_DIR / "slurm-down.sh")], capture_output=True, text=True)
+        subprocess.run(["bash", str(SLURM_DIR / "slurm-down.sh")], capture_output=True, text=True, env=slurm_env())
         _unavailable("tests/slurm/slurm-up.sh did not finish within 900 s")
     if up.returncode != 0:
         # slurm-up.sh has already stopped whatever it started before failing
@@ -136,7 +144,7 @@ def write_tiny_run(work: Path, part_size: int | None = None) -> None:
 
 
 def run_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+    return slurm_env(OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
 
 
 class Snakemake:
@@ -205,7 +213,8 @@ def submitted_jobs(log: str) -> dict[str, list[str]]:
 
 def scontrol_job(jobid: str) -> dict[str, str]:
     """`scontrol show job` as a dict (finished jobs stay visible for MinJobAge, 900 s here)."""
-    out = subprocess.run(["scontrol", "-o", "show", "job", jobid], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["scontrol", "-o", "show", "job", jobid], capture_output=True, text=True, check=True,
+                         env=slurm_env()).stdout
     return dict(re.findall(r"(\S+?)=(\S*)", out))
 
 
