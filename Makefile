@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(VENV)/bin/snakemake --profile profiles/default --cores $(CORES)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint

@@ -37,3 +37,11 @@ def _deterministic_torch():
     """Each test starts from the same global torch seed."""
     torch.manual_seed(0)
     yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with end-to-end (`slow`) tests first. The Makefile's `--dist loadfile
+    --no-loadscope-reorder` then hands them out before the short files, so both workers end on
+    short files instead of one of them running a long end-to-end file alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

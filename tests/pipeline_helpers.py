@@ -51,6 +51,10 @@ def write_sheet(path: Path, rows: list[tuple[str, str, str, str, str]]) -> Path:
     return path
 
 
+NARROW = dict(features=8, final_features=16, unet_out_channels=8, sr_channels=8)
+"""Half the default network's width, for tests of the pipeline, not of its quality."""
+
+
 def tiny_config(samples: str | Path, **train: object) -> dict:
     """The shipped config with a tiny, deterministic training and denoising; `train` overrides."""
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -62,8 +66,7 @@ def make_tiny(config: dict, **train: object) -> dict:
     """`config` (changed in place and returned) with a narrow network, a few dozen fp32 CPU
     iterations and one-thread jobs, so a run takes seconds; `train` overrides."""
     config["train"].update(iterations=40, minutes=None, batch_size=4, patch_size=32, val_every=20, val_patches=4,
-                           checkpoint_every=20, precision="fp32", device="cpu", features=8, final_features=16,
-                           unet_out_channels=8, sr_channels=8)
+                           checkpoint_every=20, precision="fp32", device="cpu", **NARROW)
     config["train"].update(train)
     # overlap "exact": a retried job's smaller tiles must reproduce the first attempt's output
     config["denoise"].update(tile_size=64, overlap="exact", block_size=2048, precision="fp32", device="cpu",

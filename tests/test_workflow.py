@@ -25,7 +25,7 @@ from conftest import data_root
 from n2sr.io import checkpoints
 from n2sr.io import samples as smp
 from pipeline_helpers import snakemake as pinned_snakemake
-from pipeline_helpers import tiny_references_config, tiny_synthetic_config, write_references
+from pipeline_helpers import NARROW, tiny_references_config, tiny_synthetic_config, write_references
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -359,7 +359,7 @@ def test_pipeline_end_to_end(tmp_path):
     work.mkdir()
     config = tiny_synthetic_config(work, "archive 'demo'")
     config["methods"] = list(METHODS)
-    config["train"].update(iterations=150, minutes=None, patch_size=32, val_every=50, checkpoint_every=50)
+    config["train"].update(iterations=150, minutes=None, patch_size=32, val_every=50, checkpoint_every=50, **NARROW)
     config["denoise"].update(tile_size=32, write_sr=True, write_tiff=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
 
