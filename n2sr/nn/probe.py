@@ -81,7 +81,7 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
         if model is None:  # a constant or saturated plane: no noise to measure, no estimate
             return estimate.unavailable()
         out = denoised() if callable(denoised) else denoised
-        sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, out, model, seed)
+        sure, eps = estimate.black_box_sure(lambda z: _run(runner, z), y, out, model, seed, kernel)
         kind = _applicable(kind, kernel)
         if kind in HELD_OUT.values():
             preds, masks = held_out_predictions(runner, y, method, settings, draws, seed)
