@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy import signal
 
 from n2sr.nn.inference import Engine, Window, as_dtype
 from n2sr.spectrum import kernel_spectrum
@@ -84,6 +83,10 @@ def filters(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def apply(planes: np.ndarray, fir: np.ndarray) -> np.ndarray:
     """`fir` over the last two axes of `planes` (edges reflected), float64, same shape."""
+    # Imported here: scipy.signal costs about 1 s per process, and every train and denoise job
+    # imports this module, while only correlated noise is ever whitened.
+    from scipy import signal
+
     planes = np.asarray(planes, np.float64)
     r = fir.shape[0] // 2
     pad = [(0, 0)] * (planes.ndim - 2) + [(r, r), (r, r)]
