@@ -44,8 +44,9 @@ def _one_cpu_per_worker(request: pytest.FixtureRequest):
     """Under pytest-xdist, a test that works in-process runs on its worker's own CPU, with one
     torch thread. Else its torch threads (n2sr picks as many as the affinity mask allows) spin
     against the other worker's on the same cores (the FMD training test took 229 s that way, 46 s
-    alone, 69 s on one CPU). The end-to-end (`slow`) tests keep every CPU: their Snakemake runs pin their own jobs
-    (tests/pipeline_helpers.py) and the SLURM test's daemons must see the whole machine."""
+    alone, 69 s on one CPU). The end-to-end (`slow`) tests keep every CPU: their Snakemake runs
+    pin their own jobs (tests/pipeline_helpers.py) and the SLURM test's daemons must see the
+    whole machine."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if workers < 2 or len(cpus) < 2 or request.node.get_closest_marker("slow"):
