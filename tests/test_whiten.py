@@ -4,6 +4,9 @@ in its checkpoint and honoured by `n2sr denoise`."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tifffile
@@ -121,3 +124,12 @@ def test_cli_takes_whiten_as_a_word_or_a_switch(tmp_path):
     assert checkpoints.load(tmp_path / "a.pt")["whiten"] is None
     assert main([*common, "--out", str(tmp_path / "b.pt"), "--whiten", "auto"]) == 0
     assert checkpoints.load(tmp_path / "b.pt")["whiten"] is not None
+
+
+def test_train_and_denoise_jobs_import_scipy_signal_only_to_whiten():
+    """scipy.signal costs about 1 s per process and only the whitening filter uses it
+    (`n2sr.nn.whiten.apply`), so white-noise train and denoise jobs must not load it."""
+    code = ("import sys, n2sr.steps.train, n2sr.steps.denoise; assert 'scipy.signal' not in sys.modules; "
+            "import numpy as np; from n2sr.nn.whiten import apply; apply(np.ones((8, 8)), np.ones((3, 3)) / 9); "
+            "assert 'scipy.signal' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
