@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline_helpers import worker_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Every `snakemake` start loads the SLURM executor plugin, whose import runs `scontrol show config`
@@ -52,9 +54,8 @@ def _one_cpu_per_worker(request: pytest.FixtureRequest):
     if workers < 2 or len(cpus) < 2 or request.node.get_closest_marker("slow"):
         yield
         return
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
     threads = torch.get_num_threads()
-    os.sched_setaffinity(0, [cpus[-1 - worker % len(cpus)]])  # the CPU its pinned Snakemake runs use
+    os.sched_setaffinity(0, [worker_cpu(cpus)])  # the CPU its pinned Snakemake runs use
     torch.set_num_threads(1)
     try:
         yield

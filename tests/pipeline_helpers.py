@@ -52,7 +52,7 @@ def write_sheet(path: Path, rows: list[tuple[str, str, str, str, str]]) -> Path:
 
 
 NARROW = dict(features=8, final_features=16, unet_out_channels=8, sr_channels=8)
-"""Half the default network's width, for tests of the pipeline, not of its quality."""
+"""Half the width of config/config.yaml's network, for tests of the pipeline, not of its quality."""
 
 
 def tiny_config(samples: str | Path, **train: object) -> dict:
@@ -83,14 +83,18 @@ def write_config(work: Path, config: dict, name: str = "config.yaml") -> Path:
     return path
 
 
+def worker_cpu(cpus: Sequence[int]) -> int:
+    """This pytest-xdist worker's own CPU among `cpus` (gw0 the last, gw1 the one before, ...)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    return sorted(cpus)[-1 - worker % len(cpus)]
+
+
 def _pin_threads() -> None:
     """Start a new process group (so a test can kill the whole workflow) on one CPU,
     so torch uses the same thread count in every run (n2sr.cpus.available_cpus). Under
-    pytest-xdist each worker pins to its own CPU (gw0 the last, gw1 the one before, ...)."""
+    pytest-xdist each worker pins to its own CPU (`worker_cpu`)."""
     os.setsid()
-    cpus = sorted(os.sched_getaffinity(0))
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
-    os.sched_setaffinity(0, [cpus[-1 - worker % len(cpus)]])
+    os.sched_setaffinity(0, [worker_cpu(os.sched_getaffinity(0))])
 
 
 def snakemake_cmd(work: Path, *args: str) -> list[str]:
