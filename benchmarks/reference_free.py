@@ -8,7 +8,9 @@ of the output, and the paper's Theorem-1 held-out loss), computed exactly as the
 
 The networks are small budgets (`--iterations`, single-threaded), so their quality varies, which
 is what a ranking test needs. Test planes are centre crops (`--crop`) to bound BM3D's cost.
-W2S's avg1/avg400 pairs were rescaled to 0-255 each on its own (shared/data/README.md): the
+FMD's configurations are confocal, so point-scanned: their estimates are computed as the pipeline
+does for config/fmd.yaml's `point_scanning` list (``scanned``, noise correlated along x only); W2S
+(widefield camera) and the synthetic noise are not. W2S's avg1/avg400 pairs were rescaled to 0-255 each on its own (shared/data/README.md): the
 reference is mapped onto the noisy frame's scale by a least-squares affine fit first.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reference_free.py --iterations 100
@@ -67,7 +69,7 @@ def datasets(seed: int) -> list[dict]:
     out = []
     b = fmd / "Confocal_BPAE_B"
     cap = lambda fov: sorted((b / "raw" / str(fov)).glob("*.png"))  # noqa: E731
-    out.append({"group": "fmd", "configuration": "Confocal_BPAE_B",
+    out.append({"group": "fmd", "configuration": "Confocal_BPAE_B", "scanned": True,
                 "train": [read_image(cap(f)[0]) for f in range(1, 17)],
                 "test": [(f"fov{f}_c{c}", read_image(cap(f)[c]), read_image(b / "gt" / str(f) / "avg50.png"))
                          for f in (17, 18) for c in (0, 1)],
@@ -75,7 +77,7 @@ def datasets(seed: int) -> list[dict]:
                                for f in (17, 18) for c in (0, 1)}})
     for name in ("Confocal_BPAE_G", "Confocal_BPAE_R", "Confocal_FISH", "Confocal_MICE"):
         noisy = read_image(next((fmd / name / "raw" / "1").glob("*.png")))
-        out.append({"group": "fmd", "configuration": name, "train": [noisy],
+        out.append({"group": "fmd", "configuration": name, "train": [noisy], "scanned": True,
                     "test": [("fov1", noisy, read_image(fmd / name / "gt" / "1" / "avg50.png"))]})
     w2s = DATA / "w2s_8bit"
     for ch in (0, 1, 2):
@@ -128,7 +130,7 @@ def neighbour_mse(out: np.ndarray, others: list[np.ndarray]) -> float:
 
 def row(base: dict, noisy: np.ndarray, ref: np.ndarray, out: np.ndarray, entry: dict | None, identity: bool,
         others: list[np.ndarray] | None = None) -> dict:
-    cols = estimate.columns(noisy, out, entry, R, identity=identity)
+    cols = estimate.columns(noisy, out, entry, R, identity=identity, scanned=base["scanned"])
     extra = {"psnr_neighbours": estimate.mse_to_psnr(neighbour_mse(out, others), R)} if others else {}
     return {**base, "psnr": psnr(ref, out, R), **extra, **cols}
 
@@ -145,15 +147,16 @@ def run(args) -> pd.DataFrame:
         for i, (name, noisy, ref) in enumerate(d["test"]):
             y, x = crop(noisy, args.crop).astype(np.float64), crop(ref, args.crop).astype(np.float64)
             others = [crop(o, args.crop) for o in d.get("neighbours", {}).get(name, [])]
-            base = {"group": d["group"], "configuration": d["configuration"], "image": name}
+            scanned = d.get("scanned", False)
+            base = {"group": d["group"], "configuration": d["configuration"], "image": name, "scanned": scanned}
             rows.append(row({**base, "method": "noisy"}, y, x, y, None, True, others))
             for method, (engine, ckpt) in engines.items():
                 out = engine.denoise_array(y.astype(np.float32), progress=False)[0].astype(np.float64)
                 entry = plane_estimates(engine, y, out, method=method, settings=ckpt.get("method_config"),
-                                        sr=ckpt["scale"] == 2, draws=args.draws, seed=i)
+                                        sr=ckpt["scale"] == 2, draws=args.draws, seed=i, scanned=scanned)
                 rows.append(row({**base, "method": method}, y, x, out, entry, False, others))
             out = bm3d_denoise(y).astype(np.float64)
-            rows.append(row({**base, "method": "bm3d"}, y, x, out, bm3d_sure(y, out, seed=i), False, others))
+            rows.append(row({**base, "method": "bm3d"}, y, x, out, bm3d_sure(y, out, seed=i, scanned=scanned), False, others))
             print(f"  {name}: " + ", ".join(f"{r['method']} {r['psnr']:.2f}/{r['est_psnr_sure']:.2f}/"
                                           f"{r['est_psnr_held_out']:.2f}" for r in rows[-5:]), flush=True)
     return pd.DataFrame(rows)

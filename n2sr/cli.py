@@ -140,9 +140,11 @@ def _denoise(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]
     p.add_argument("--tiff", type=Path, help="also export the denoised stack as TIFF")
     p.add_argument("--attempt", type=int, default=1, help="try number of the job; each retry halves the tile size")
     _part_option(p, "runs of whole blocks of the same output")
+    _scanned_option(p)
     add_dataclass_options(p, DenoiseConfig)
     return lambda ns: {"model": ns.model, "input": ns.input, "output": ns.output, "cfg": collect(ns, DenoiseConfig),
-                       "captures": ns.captures, "sr": ns.sr, "tiff": ns.tiff, "attempt": ns.attempt, "part": ns.part}
+                       "captures": ns.captures, "sr": ns.sr, "tiff": ns.tiff, "attempt": ns.attempt, "part": ns.part,
+                       "scanned": ns.scanned}
 
 
 def _export(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
@@ -162,6 +164,12 @@ def _part_option(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"one stage of a job scattered over K parts ({what}): prepare/K, k/K (1-based) or gather/K")
 
 
+def _scanned_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scanned", action="store_true",
+                   help="a point-scanning microscope's data (confocal, multiphoton): the reference-free estimates "
+                        "take its noise as correlated along the scan lines (x) only")
+
+
 def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
@@ -174,8 +182,10 @@ def _bm3d(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
     p.add_argument("--estimate-pixels", type=int, default=DenoiseConfig.estimate_pixels,
                    help="a larger plane's SURE from crops of about this many pixels (two BM3D runs on them); "
                         "0: the whole plane (default: %(default)s)")
+    _scanned_option(p)
     return lambda ns: {"input": ns.input, "output": ns.output, "captures": ns.captures, "tiff": ns.tiff,
-                       "pyramid": ns.pyramid, "estimate": ns.estimate, "estimate_pixels": ns.estimate_pixels}
+                       "pyramid": ns.pyramid, "estimate": ns.estimate, "estimate_pixels": ns.estimate_pixels,
+                       "scanned": ns.scanned}
 
 
 def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:
@@ -197,10 +207,11 @@ def _evaluate(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict
                    help="as denoise's: a larger plane's noise fit and residual check from crops of about this many "
                         "pixels; 0: the whole plane (default: %(default)s)")
     _part_option(p, "runs of whole captures, rows concatenated into --csv by gather/K")
+    _scanned_option(p)
     return lambda ns: {"reference": ns.reference, "images": ns.images, "csv": ns.csv, "data_range": ns.data_range,
                        "bits": ns.bits, "captures": ns.captures, "labels": dict(item.split("=", 1) for item in ns.label),
                        "methods": ns.method, "part": ns.part, "noisy": ns.noisy,
-                       "estimate_pixels": ns.estimate_pixels}
+                       "estimate_pixels": ns.estimate_pixels, "scanned": ns.scanned}
 
 
 def _crops(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict]:

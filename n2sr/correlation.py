@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from n2sr.spectrum import band_correlation
+from n2sr.spectrum import LAGS, SCAN_LAGS, band_correlation
 
 STRIDES = (2, 3, 4)
 # Noise whose lag-1 correlation reads from this in the spectrum's noise band (`measured_kernel`) is
@@ -161,16 +161,21 @@ def _estimated_covariance(noisy: np.ndarray, window: int) -> dict[tuple[int, int
     return dict(zip(_LAGS, np.linalg.lstsq(mix, measured, rcond=None)[0]))
 
 
-def measured_kernel(noisy: np.ndarray | list[np.ndarray], *, window: int = _WINDOW) -> np.ndarray:
+def measured_kernel(noisy: np.ndarray | list[np.ndarray], *, window: int = _WINDOW, scanned: bool = False) -> np.ndarray:
     """The noise correlation kernel of a plane (a stack (..., Y, X) or a list of crops of one): from
     the spectrum's noise band (`n2sr.spectrum.band_correlation`: texture-robust, lags up to 1 and
     reading strong correlation low), or, where that reads lag-1 from `WIDEFIELD_LAG1`, from the image
-    domain (`estimate_kernel` with `window`: it sees lag 2 and is within 0.03 of the truth at 0.6)."""
+    domain (`estimate_kernel` with `window`: it sees lag 2 and is within 0.03 of the truth at 0.6).
+    `scanned`: a point-scanning microscope's noise, correlated along the scan lines (x) only
+    (`n2sr.spectrum.SCAN_LAGS`); the image-domain kernel then keeps its lags along x alone."""
     pieces = noisy if isinstance(noisy, list) else [noisy]
-    kernel = band_correlation(pieces)
+    kernel = band_correlation(pieces, SCAN_LAGS if scanned else LAGS)
     if not Autocorrelation.from_kernel(kernel).widefield:
         return kernel
-    return np.mean([estimate_kernel(z, window=window) for z in pieces], axis=0)
+    kernel = np.mean([estimate_kernel(z, window=window) for z in pieces], axis=0)
+    if scanned:
+        kernel[[0, 1, 3, 4], :] = 0.0
+    return kernel
 
 
 def choose_stride(corr: Autocorrelation) -> int:

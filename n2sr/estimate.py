@@ -110,13 +110,13 @@ WHITE = np.pad(np.ones((1, 1)), 2)
 """The correlation kernel of pixel-wise independent noise (`n2sr.correlation.estimate_kernel`'s shape)."""
 
 
-def noise_kernel(noisy: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """The noise correlation kernel SURE assumes for `noisy` (a plane, a stack of equal crops of
-    one, (..., Y, X), or a list of crops): `n2sr.correlation.measured_kernel` (the spectrum's noise
-    band; the image domain for widefield-like noise), `WHITE` where the pieces are too small."""
+def noise_kernel(noisy: np.ndarray | Sequence[np.ndarray], scanned: bool = False) -> np.ndarray:
+    """The noise correlation kernel SURE assumes for `noisy` (a plane, a stack of equal crops of one,
+    (..., Y, X), or a list of crops): `n2sr.correlation.measured_kernel` (along the scan lines only
+    if `scanned`), `WHITE` where the pieces are too small."""
     pieces = [np.asarray(z, np.float64) for z in (noisy if isinstance(noisy, (list, tuple)) else [noisy])]
     pieces = [z for z in pieces if min(np.shape(z)[-2:]) >= _MIN_SIDE]
-    return measured_kernel(pieces, window=KERNEL_WINDOW) if pieces else WHITE
+    return measured_kernel(pieces, window=KERNEL_WINDOW, scanned=scanned) if pieces else WHITE
 
 
 def direction(noisy: np.ndarray, model: PoissonGaussian, p: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -169,17 +169,17 @@ def pooled(whole: Estimate, parts: Sequence[Estimate]) -> Estimate:
 
 
 def cropped_sure(f: Callable[[np.ndarray, Crop], np.ndarray], windows: Sequence[np.ndarray],
-                 model: PoissonGaussian, seed: int, parts: Sequence[Crop]) -> tuple[Estimate, float]:
+                 model: PoissonGaussian, seed: int, parts: Sequence[Crop], scanned: bool = False) -> tuple[Estimate, float]:
     """`black_box_sure` on `parts` of a plane, given their `windows` (the plane's pixels there):
     ``f(window, crop)`` denoises a crop's window and returns its region. Both ``f(y)`` and
     ``f(y + eps u)`` come from the same window, so the divergence sees only the probe (not a
     difference between the window's and the whole plane's output). The probe of crop ``k`` is
     seeded ``(seed, k)``; the step and the noise correlation (`noise_kernel`, mean of the
-    windows') are the crops'. The terms of all regions are pooled into one mean (see `pooled`
+    windows', `scanned` as for `noise_kernel`) are the crops'. The terms of all regions are pooled into one mean (see `pooled`
     for its error)."""
     windows = [np.asarray(y, np.float64) for y in windows]
     eps = probe_step(np.concatenate([y.ravel() for y in windows]), model)
-    kernel = np.mean([noise_kernel(y) for y in windows], axis=0)
+    kernel = np.mean([noise_kernel(y, scanned) for y in windows], axis=0)
     arrays = []
     for k, (c, y) in enumerate(zip(parts, windows)):
         p = probe(y.shape, (seed, k))
@@ -239,30 +239,34 @@ def record(model: PoissonGaussian, energy: float, sure_estimate: Estimate, step:
             "held_out_kind": kind, "held_out_draws": draws, "pixels": pixels}
 
 
-def fit(noisy: np.ndarray | list[np.ndarray], kernel: np.ndarray | None = None) -> PoissonGaussian | None:
+def fit(noisy: np.ndarray | list[np.ndarray], kernel: np.ndarray | None = None,
+        scanned: bool = False) -> PoissonGaussian | None:
     """The blind noise fit of a plane (or of crops of one, pooled), scaled to the spectrum's
     noise energy (`calibrated`), or None where it allows none (constant or saturated): then there
     is no estimate, and the image is still denoised and scored. `kernel`: the plane's
-    `noise_kernel`, where the caller has it already."""
+    `noise_kernel`, where the caller has it; `scanned`: point-scanning noise (`calibrated`)."""
     try:
-        kernel = noise_kernel(noisy) if kernel is None else kernel
+        kernel = noise_kernel(noisy, scanned) if kernel is None else kernel
         tile = SHAPE_TILE if Autocorrelation.from_kernel(kernel).widefield else None  # see the fit's step 5
-        return calibrated(estimate_poisson_gaussian(noisy, tile=tile), noisy, kernel)
+        return calibrated(estimate_poisson_gaussian(noisy, tile=tile), noisy, kernel, scanned)
     except ValueError:
         return None
 
 
 def calibrated(model: PoissonGaussian, noisy: np.ndarray | list[np.ndarray],
-               kernel: np.ndarray | None = None) -> PoissonGaussian:
+               kernel: np.ndarray | None = None, scanned: bool = False) -> PoissonGaussian:
     """`model` (its shape ``a x + b`` from the level sets) scaled so that its mean variance over
     `noisy` is the noise band's (`n2sr.spectrum.band_energy`, for `noise_kernel`'s correlation).
 
     Both estimates subtract that energy, a strong denoiser's MSE is a few % of it: the level-set
-    fit's 1.5-5 % errors became 1-2 dB. Unchanged where there is no spectrum or no energy."""
+    fit's 1.5-5 % errors became 1-2 dB. Unchanged where there is no spectrum or no energy.
+    `scanned`: read from the scan-line kernel's band (`n2sr.spectrum.SHAPE_BAND`), which texture
+    reaches less (single BPAE_G/R frames: -10 to +3 %, isotropic +15 to +27 %; `noise_energy.md`)."""
     pieces = noisy if isinstance(noisy, list) else [noisy]
     fitted = float(np.mean(np.concatenate([noise_variance(z, model).ravel() for z in pieces])))
     try:
-        energy = spectrum.band_energy(pieces, noise_kernel(pieces) if kernel is None else kernel)
+        energy = spectrum.band_energy(pieces, noise_kernel(pieces, scanned) if kernel is None else kernel,
+                                      spectrum.SHAPE_BAND if scanned else spectrum.ENERGY_BAND)
     except ValueError:
         return model
     if not (fitted > 0 and energy > 0):
@@ -290,7 +294,7 @@ COLUMNS = ("noise_a", "noise_b", "noise_energy", "input_snr_db",
 
 
 def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, data_range: float, *,
-            identity: bool, pixels: int = 0) -> dict[str, float | str]:
+            identity: bool, pixels: int = 0, scanned: bool = False) -> dict[str, float | str]:
     """The `COLUMNS` of one plane: `output` denoised from `noisy` (None: unknown, so only the
     stored `entry` of the denoising step is used), or the noisy input itself (`identity`).
 
@@ -298,7 +302,8 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
     here; PSNRs use `data_range` (the fixed convention's). The standard errors add the noise
     fit's (`with_fit_error`) to the stored ones. A plane of more than `pixels` (0: no limit) is
     measured here on its `crops` (placed as the denoising step's are), so that the
-    float copies these columns take stay the size of the crops, not of the plane.
+    float copies these columns take stay the size of the crops, not of the plane. `scanned`: a
+    point-scanning microscope's noise (`fit`), as the denoising step was told.
     """
     out: dict[str, float | str] = dict.fromkeys(COLUMNS, math.nan)
     out.update(held_out_kind="", residual_flag="")
@@ -307,7 +312,7 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
                          for a in (noisy, output))
     if entry is not None and entry.get("noise_a") is not None:
         model = PoissonGaussian(float(entry["noise_a"]), float(entry["noise_b"]))
-    elif noisy is not None and (fitted := fit(list(noisy) if np.ndim(noisy) == 3 else noisy)) is not None:
+    elif noisy is not None and (fitted := fit(list(noisy) if np.ndim(noisy) == 3 else noisy, scanned=scanned)) is not None:
         model = fitted
     else:
         return out
@@ -330,7 +335,7 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
     elif identity and noisy is not None:
         out["est_pixels"] = float(np.size(noisy))
     if noisy is not None and not identity and min(np.shape(noisy)[-2:]) >= _MIN_SIDE:
-        noise_lag1 = Autocorrelation.from_kernel(noise_kernel(noisy)).lag1
+        noise_lag1 = Autocorrelation.from_kernel(noise_kernel(noisy, scanned)).lag1
         check = residual_check(noisy, output, model, noise_lag1)
         out.update(residual_ratio=check.variance_ratio, residual_lag1=check.lag1, noise_lag1=noise_lag1,
                    residual_flag=check.flag)

@@ -122,6 +122,23 @@ def test_dry_run_of_the_synthetic_noise_experiment(tmp_path):
             assert option in command, command
 
 
+def test_dry_run_tells_a_point_scanning_configurations_steps_so(tmp_path):
+    """point_scanning: [low_noise]: that configuration's denoise, bm3d and evaluate commands get
+    --scanned (their estimates' noise model); high_noise's commands are what they were without the key."""
+    config = tmp_path / "scan.yaml"
+    config.write_text(yaml.safe_dump({"point_scanning": ["low_noise"], "methods": ["n2sr", "bm3d"]}))
+    run = snakemake(workdir(tmp_path), "-n", "--nolock", "--configfile", str(config))
+    assert run.returncode == 0, run.stdout
+    steps = ("n2sr denoise ", "n2sr bm3d ", "n2sr evaluate ")
+    commands = [line for line in run.stdout.splitlines() if line.startswith("Shell command: ") and
+                any(step in line for step in steps)]
+    for step in steps:
+        for configuration, scanned in (("low_noise", True), ("high_noise", False)):
+            mine = [c for c in commands if step in c and f"/{configuration}/" in c]
+            assert mine and all(c.endswith(" --scanned") == scanned for c in
+                                (c.split(" > ")[0] for c in mine)), (step, configuration, mine)
+
+
 @pytest.mark.parametrize("learns_from", [[], ["low_noise"]])
 def test_dry_run_of_a_warm_start_from_the_generic_model(tmp_path, learns_from):
     """train.init: generic: one train_generic job on the train FOVs of generic.configurations
@@ -206,6 +223,7 @@ def test_every_schema_key_is_described():
     ({"denoise": {"tile_size": 100}}, ["tile_size", "multiple of 32"]),
     ({"resolution": 2}, ["resolution"]),
     ({"train": {"init": "generic"}, "generic": {"configurations": ["nope"]}}, ["generic.configurations", "nope"]),
+    ({"point_scanning": ["low_noise", "nope"]}, ["point_scanning", "nope", "not in the sample sheet"]),
 ])
 def test_bad_config_fails_naming_the_key(tmp_path, override, names):
     path = tmp_path / "bad.yaml"

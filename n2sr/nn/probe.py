@@ -58,7 +58,7 @@ class Runner(Protocol):
 
 def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Callable[[], np.ndarray], *,
                     method: str, settings: dict[str, Any] | None, sr: bool, draws: int, seed: int,
-                    pixels: int = 0) -> dict[str, Any]:
+                    pixels: int = 0, scanned: bool = False) -> dict[str, Any]:
     """The estimates of one plane's output `denoised` (float, as the network gave it; or a
     function giving it, called only where the whole plane is estimated).
 
@@ -67,7 +67,8 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
     estimates of a huge plane take memory for `pixels`, not for the plane.
     `sr`: the runner has the 2x head on the 2x2 sub-sampler (Noise2SR, stride 2); only then is
     the complement estimate defined. `pixels`: estimate a larger plane on crops of about this
-    many pixels (0: the whole plane). Returns the fitted noise and both estimates (MSE and
+    many pixels (0: the whole plane). `scanned`: a point-scanning microscope's noise, correlated
+    along the scan lines only (`n2sr.estimate.fit`). Returns the fitted noise and both estimates (MSE and
     its standard error, NaN where the method has none) as plain numbers for the output's attributes.
     """
     shape = tuple(plane.shape[-2:])
@@ -76,8 +77,8 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
     near = regions.crops(shape, pixels, runner.context, MULTIPLE)
     if near is None:
         y = np.asarray(plane[:, :], np.float64)
-        kernel = estimate.noise_kernel(y)
-        model = estimate.fit(y, kernel)
+        kernel = estimate.noise_kernel(y, scanned)
+        model = estimate.fit(y, kernel, scanned)
         if model is None:  # a constant or saturated plane: no noise to measure, no estimate
             return estimate.unavailable()
         out = denoised() if callable(denoised) else denoised
@@ -89,11 +90,11 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
         counted, energy = y.size, float(np.mean(estimate.noise_variance(y, model)))
     else:
         windows = [np.asarray(plane[c.window[0]:c.window[2], c.window[1]:c.window[3]], np.float64) for c in near]
-        kernel = estimate.noise_kernel(windows)
-        model = estimate.fit(windows, kernel)
+        kernel = estimate.noise_kernel(windows, scanned)
+        model = estimate.fit(windows, kernel, scanned)
         if model is None:
             return estimate.unavailable()
-        sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, shape), windows, model, seed, near)
+        sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, shape), windows, model, seed, near, scanned)
         kind = _applicable(kind, kernel)
         if kind in HELD_OUT.values():
             reach = runner.context * (2 if method == "n2sr" else 1)

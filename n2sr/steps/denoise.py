@@ -37,7 +37,7 @@ from n2sr.nn.whiten import as_kernel
 def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output: str | os.PathLike[str],
             cfg: DenoiseConfig = DenoiseConfig(), *, captures: Sequence[int] | None = None,
             sr: str | os.PathLike[str] | None = None, tiff: str | os.PathLike[str] | None = None,
-            attempt: int = 1, part: str | None = None) -> None:
+            attempt: int = 1, part: str | None = None, scanned: bool = False) -> None:
     """Denoise the selected captures of `input` into `output` (TIFF or OME-Zarr by extension).
 
     `sr` also writes the 2x super-resolved image (Noise2SR models only), `tiff` an ImageJ TIFF
@@ -45,7 +45,9 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     per extra attempt (`n2sr.nn.inference.Engine`), so it needs less memory. With
     ``cfg.dtype == "input"`` the outputs keep the input's dtype (rounded half up and clipped).
     `part` runs one stage of a job scattered over K parts (``prepare/K``, ``k/K``, ``gather/K``;
-    Zarr to Zarr only, `n2sr.io.parts`): the output is bit for bit that of one job.
+    Zarr to Zarr only, `n2sr.io.parts`): the output is bit for bit that of one job. `scanned`:
+    the input comes from a point-scanning microscope, whose noise the estimates then take as
+    correlated along the scan lines only (`n2sr.estimate.fit`).
     """
     check_outputs([model, input], [output, sr, tiff])  # before anything is read or written
     stage = parts.parse(part) if part is not None else None
@@ -75,6 +77,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
         "source": str(selection.path), "captures": selection.captures, "method": ckpt["method"], "model": str(model),
         "model_sha256": ckpt["sha256"], "model_train_config": ckpt.get("train_config"),
         "denoise_config": asdict(cfg), "stride": stride, "whiten": whiten, "dtype": dtype.name, "versions": versions(),
+        "scanned": scanned,
     }
     outputs = [Path(output)] + ([Path(sr)] if sr is not None else [])
     streamed = all(kind_of(p) == "zarr" for p in outputs) and kind_of(selection.path) == "zarr"
@@ -92,7 +95,7 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     # Reference-free estimates of every plane (n2sr.nn.probe), from the finished output: a
     # scattered stack's by its gather job, as one job's (parts hold blocks, not planes).
     estimates = (lambda array: _estimates(runner, selection, _reader(array, selection.shape, dtype), ckpt, stride,
-                                          cfg.estimate_draws, cfg.estimate_pixels)) if cfg.estimate_draws else None
+                                          cfg.estimate_draws, cfg.estimate_pixels, scanned)) if cfg.estimate_draws else None
     if stage is not None and stage.kind == "gather":
         _gather(output, outputs, attrs, stage, tiff, cfg.pyramid, estimates)
         return
@@ -143,7 +146,7 @@ def _reader(array, shape: Sequence[int], dtype: np.dtype) -> Callable[[int], np.
 
 
 def _estimates(runner: Runner, selection, output: Callable[[int], np.ndarray] | None,
-               ckpt: dict, stride: int, draws: int, pixels: int) -> list[dict]:
+               ckpt: dict, stride: int, draws: int, pixels: int, scanned: bool) -> list[dict]:
     """Reference-free estimates of every selected plane (flat index over the leading axes), from
     the float output `output(i)` (None: recomputed, as the written output was rounded to integers;
     neither where the plane is estimated on crops of `pixels`, which compute their own)."""
@@ -154,7 +157,8 @@ def _estimates(runner: Runner, selection, output: Callable[[int], np.ndarray] | 
             lambda: runner.denoise_array(noisy[:, :].astype(np.float32), progress=False)[0])
         sr = ckpt["scale"] == 2 and stride == 2 and ckpt.get("whiten") is None  # the 2x2 path, unfiltered
         rows.append(plane_estimates(runner, noisy, denoised, method=ckpt["method"],
-                                    settings=ckpt.get("method_config"), sr=sr, draws=draws, seed=i, pixels=pixels))
+                                    settings=ckpt.get("method_config"), sr=sr, draws=draws, seed=i, pixels=pixels,
+                                    scanned=scanned))
     return rows
 
 

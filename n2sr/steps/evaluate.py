@@ -33,7 +33,7 @@ def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLi
              bits: int | None = None, captures: Sequence[int] | None = None, labels: dict[str, str] | None = None,
              methods: Sequence[str] = (), part: str | None = None,
              noisy: str | os.PathLike[str] | None = None,
-             estimate_pixels: int = DenoiseConfig.estimate_pixels) -> list[dict]:
+             estimate_pixels: int = DenoiseConfig.estimate_pixels, scanned: bool = False) -> list[dict]:
     """One row per plane; `methods` names each image's method (default: its file stem).
 
     `reference` may be a no-reference marker (`n2sr.steps.reference.write_none`): then no PSNR/SSIM
@@ -46,7 +46,8 @@ def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLi
     into `csv` (and returns no rows); the rows are those of one job.
 
     `estimate_pixels`: as `denoise.estimate_pixels`; the reference-free columns of a larger plane
-    (noise fit, residual check) are measured on its crops (`n2sr.estimate.columns`).
+    (noise fit, residual check) are measured on its crops (`n2sr.estimate.columns`). `scanned`:
+    the data come from a point-scanning microscope (as the denoising step was told).
 
     The fixed-range scores use `data_range`, else `bits` (range ``2**bits - 1``), else the
     reference dtype's full scale where the data can fill it (`n2sr.metrics.fixed_range`); the
@@ -106,7 +107,7 @@ def evaluate(reference: str | os.PathLike[str], images: Sequence[str | os.PathLi
             y = plane if method == NOISY else None if source is None else source[(selection.captures[j], *inner)]
             entry = entries[g] if g < len(entries) else None
             row.update(estimate.columns(y, plane, entry, row["data_range"], identity=method == NOISY,
-                                        pixels=estimate_pixels))
+                                        pixels=estimate_pixels, scanned=scanned))
         rows += new
     if csv is not None:
         write_image_csv(rows, csv if stage is None else parts.marker(csv, stage.index, stage.count, ".csv"))

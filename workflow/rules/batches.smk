@@ -50,8 +50,8 @@ def reference_command(m: Member) -> str:
 def denoise_command(m: Member) -> str:
     noisy, out, extra = ingested(m.configuration, m.fov), denoised_of(m, m.method), cli_options(extra_outputs(m))
     if m.method == "bm3d":
-        return f"bm3d {q(noisy)} {q(out)} {extra} {BM3D_OPTIONS}"
-    return f"denoise {q(model_of(m))} {q(noisy)} {q(out)} {extra} {DENOISE_OPTIONS}"
+        return f"bm3d {q(noisy)} {q(out)} {extra} {scanned(BM3D_OPTIONS)(m)}"
+    return f"denoise {q(model_of(m))} {q(noisy)} {q(out)} {extra} {scanned(DENOISE_OPTIONS)(m)}"
 
 
 def evaluate_command(m: Member) -> str:
@@ -60,9 +60,9 @@ def evaluate_command(m: Member) -> str:
                              metrics_of(m, m.method))
     if m.method == "noisy":
         return (f"evaluate --reference {q(reference)} {q(noisy)} --csv {q(csv)} --method noisy {labels} "
-                f"{EVALUATE_NOISY_OPTIONS}")
+                f"{scanned(EVALUATE_NOISY_OPTIONS)(m)}")
     return (f"evaluate --reference {q(reference)} {q(denoised_of(m, m.method))} --noisy {q(noisy)} --csv {q(csv)} "
-            f"--method {m.method} {labels} {EVALUATE_OPTIONS}")
+            f"--method {m.method} {labels} {scanned(EVALUATE_OPTIONS)(m)}")
 
 
 BATCH = "n2sr batch {params.jobs:q} > {log:q} 2>&1"

@@ -292,6 +292,28 @@ BM3D_OPTIONS = cli_options({"captures": config["test_captures"], "pyramid": conf
                             "estimate": config["denoise"]["estimate_draws"] > 0,
                             "estimate_pixels": config["denoise"]["estimate_pixels"]})
 
+
+
+def point_scanning() -> set[str]:
+    """config point_scanning: the configurations imaged by a point-scanning microscope; an unknown
+    name is a config error naming the key."""
+    unknown = sorted(set(config["point_scanning"]) - set(CONFIGURATIONS))
+    if unknown:
+        raise ConfigError(f"config point_scanning: {', '.join(unknown)} not in the sample sheet "
+                          f"(configurations: {', '.join(CONFIGURATIONS)})")
+    return set(config["point_scanning"])
+
+
+POINT_SCANNING = point_scanning()
+
+
+def scanned(options: str):
+    """`options`, plus --scanned for a point-scanning configuration (a params function): its
+    reference-free estimates take the noise as correlated along the scan lines only. The other
+    configurations' commands stay as they were, so Snakemake's params trigger reruns nothing."""
+    return lambda wildcards: f"{options} --scanned" if wildcards.configuration in POINT_SCANNING else options
+
+
 INGEST_PART_SIZE = config["ingest"]["part_size"]  # source pixels per ingest job; None: one job each
 
 

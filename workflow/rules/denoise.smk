@@ -19,7 +19,7 @@ rule denoise:
     conda:
         N2SR_ENV
     params:
-        options=DENOISE_OPTIONS,
+        options=scanned(DENOISE_OPTIONS),
         outputs=lambda wildcards, output: cli_options({k: v for k, v in output.items() if k != "zarr"}),
         part=gather_option("denoise"),
     threads: lookup(dpath="resources/denoise/threads", within=config)
@@ -62,7 +62,7 @@ rule denoise_bm3d:
     conda:
         N2SR_ENV
     params:
-        options=BM3D_OPTIONS,
+        options=scanned(BM3D_OPTIONS),
         outputs=lambda wildcards, output: cli_options({k: v for k, v in output.items() if k != "zarr"}),
     resources:
         mem_mb=scaled_mem("denoise"),
@@ -90,7 +90,7 @@ rule denoise_prepare:
     params:
         out=denoised_of,
         outputs=companions,
-        options=DENOISE_OPTIONS,
+        options=scanned(DENOISE_OPTIONS),
     shell:
         "n2sr denoise {input.model:q} {input.noisy:q} {params.out:q} --part prepare/{wildcards.K}"
         " {params.outputs} {params.options} > {log:q} 2>&1"
@@ -116,7 +116,7 @@ rule denoise_part:
     params:
         out=denoised_of,
         outputs=companions,
-        options=DENOISE_OPTIONS,
+        options=scanned(DENOISE_OPTIONS),
     threads: lookup(dpath="resources/denoise/threads", within=config)
     resources:
         gpu=lookup(dpath="resources/denoise/gpu", within=config),

@@ -14,7 +14,7 @@ rule evaluate_noisy:
     conda:
         N2SR_ENV
     params:
-        options=EVALUATE_NOISY_OPTIONS,
+        options=scanned(EVALUATE_NOISY_OPTIONS),
         part=gather_option("evaluate"),
     shell:
         "n2sr evaluate --reference {input.reference:q} {input.image:q} --csv {output:q} --method noisy"
@@ -37,7 +37,7 @@ rule evaluate:
     conda:
         N2SR_ENV
     params:
-        options=EVALUATE_OPTIONS,
+        options=scanned(EVALUATE_OPTIONS),
         part=gather_option("evaluate"),
     shell:
         "n2sr evaluate --reference {input.reference:q} {input.image:q} --noisy {input.noisy:q} --csv {output:q}"
@@ -66,8 +66,8 @@ rule evaluate_part:
     params:
         out=metrics_of,
         # the noisy input holds every capture; a denoised output only the test captures
-        options=lambda wildcards: cli_options({"captures": config["test_captures"] if wildcards.method == "noisy"
-                                               else None, **config["evaluate"]}),
+        options=lambda wildcards: scanned(cli_options({"captures": config["test_captures"] if wildcards.method == "noisy"
+                                                       else None, **config["evaluate"]}))(wildcards),
     shell:
         "n2sr evaluate --reference {input.reference:q} {input.image:q} --noisy {input.noisy:q} --csv {params.out:q}"
         " --method {wildcards.method} --label configuration={wildcards.configuration} --label fov={wildcards.fov}"
