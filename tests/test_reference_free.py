@@ -137,6 +137,30 @@ def test_planes_above_estimate_pixels_are_estimated_on_crops(denoised, tmp_path)
         assert row["est_pixels"] == 1024 and pd.read_csv(tmp_path / f"{method}.csv")["est_pixels"].tolist() == [1024]
 
 
+def test_scanned_reaches_the_estimates_of_every_step(denoised, tmp_path):
+    """--scanned (config point_scanning): denoise, bm3d and evaluate (its noisy row) fit the plane's
+    noise as a point scanner's (`n2sr.estimate.fit(..., scanned=True)`); the outputs record it."""
+    stack = _noisy_stack(1, seed=2)
+    images.write_image(tmp_path / "noisy.zarr", stack)
+    images.write_image(tmp_path / "clean.tif", _clean(seed=2).astype(np.float32))
+    want = {s: estimate.fit(stack[0].astype(np.float64), scanned=s) for s in (False, True)}
+    assert want[True].a != pytest.approx(want[False].a)
+    for scanned in (False, True):
+        flag = ["--scanned"] if scanned else []
+        out = {m: tmp_path / f"{m}-{scanned}.zarr" for m in ("n2sr", "bm3d")}
+        assert main(["denoise", str(denoised / "n2sr.pt"), str(tmp_path / "noisy.zarr"), str(out["n2sr"]),
+                     "--estimate-draws", "1", *flag]) == 0
+        assert main(["bm3d", str(tmp_path / "noisy.zarr"), str(out["bm3d"]), *flag]) == 0
+        for path in out.values():
+            attrs = omezarr.read_attrs(path)
+            (entry,) = attrs["estimates"]
+            assert attrs["scanned"] is scanned and entry["noise_a"] == pytest.approx(want[scanned].a), path
+        csv = tmp_path / f"noisy-{scanned}.csv"
+        assert main(["evaluate", "--reference", str(tmp_path / "clean.tif"), str(tmp_path / "noisy.zarr"),
+                     "--csv", str(csv), "--method", "noisy", "--data-range", "255", *flag]) == 0
+        assert pd.read_csv(csv)["noise_a"].item() == pytest.approx(want[scanned].a)
+
+
 def test_no_estimates_when_turned_off(denoised, tmp_path):
     assert main(["denoise", str(denoised / "n2sr.pt"), str(denoised / "noisy.zarr"), str(tmp_path / "off.zarr"),
                  "--captures", "0", "--estimate-draws", "0"]) == 0
