@@ -161,7 +161,8 @@ def _estimated_covariance(noisy: np.ndarray, window: int) -> dict[tuple[int, int
     return dict(zip(_LAGS, np.linalg.lstsq(mix, measured, rcond=None)[0]))
 
 
-def measured_kernel(noisy: np.ndarray | list[np.ndarray], *, window: int = _WINDOW, scanned: bool = False) -> np.ndarray:
+def measured_kernel(noisy: np.ndarray | list[np.ndarray], *, window: int = _WINDOW,
+                    scanned: bool = False) -> np.ndarray:
     """The noise correlation kernel of a plane (a stack (..., Y, X) or a list of crops of one): from
     the spectrum's noise band (`n2sr.spectrum.band_correlation`: texture-robust, lags up to 1 and
     reading strong correlation low), or, where that reads lag-1 from `WIDEFIELD_LAG1`, from the image

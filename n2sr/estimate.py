@@ -168,15 +168,15 @@ def pooled(whole: Estimate, parts: Sequence[Estimate]) -> Estimate:
     return Estimate(whole.mse, max(whole.se, spread))
 
 
-def cropped_sure(f: Callable[[np.ndarray, Crop], np.ndarray], windows: Sequence[np.ndarray],
-                 model: PoissonGaussian, seed: int, parts: Sequence[Crop], scanned: bool = False) -> tuple[Estimate, float]:
+def cropped_sure(f: Callable[[np.ndarray, Crop], np.ndarray], windows: Sequence[np.ndarray], model: PoissonGaussian,
+                 seed: int, parts: Sequence[Crop], scanned: bool = False) -> tuple[Estimate, float]:
     """`black_box_sure` on `parts` of a plane, given their `windows` (the plane's pixels there):
     ``f(window, crop)`` denoises a crop's window and returns its region. Both ``f(y)`` and
     ``f(y + eps u)`` come from the same window, so the divergence sees only the probe (not a
     difference between the window's and the whole plane's output). The probe of crop ``k`` is
-    seeded ``(seed, k)``; the step and the noise correlation (`noise_kernel`, mean of the
-    windows', `scanned` as for `noise_kernel`) are the crops'. The terms of all regions are pooled into one mean (see `pooled`
-    for its error)."""
+    seeded ``(seed, k)``; the step and the noise correlation (`noise_kernel`, mean of the windows',
+    `scanned` as there) are the crops'. The terms of all regions are pooled into one mean (see
+    `pooled` for its error)."""
     windows = [np.asarray(y, np.float64) for y in windows]
     eps = probe_step(np.concatenate([y.ravel() for y in windows]), model)
     kernel = np.mean([noise_kernel(y, scanned) for y in windows], axis=0)
@@ -259,9 +259,8 @@ def calibrated(model: PoissonGaussian, noisy: np.ndarray | list[np.ndarray],
     `noisy` is the noise band's (`n2sr.spectrum.band_energy`, for `noise_kernel`'s correlation).
 
     Both estimates subtract that energy, a strong denoiser's MSE is a few % of it: the level-set
-    fit's 1.5-5 % errors became 1-2 dB. Unchanged where there is no spectrum or no energy.
-    `scanned`: read from the scan-line kernel's band (`n2sr.spectrum.SHAPE_BAND`), which texture
-    reaches less (single BPAE_G/R frames: -10 to +3 %, isotropic +15 to +27 %; `noise_energy.md`)."""
+    fit's 1.5-5 % errors became 1-2 dB. Unchanged where there is no spectrum or no energy. `scanned`:
+    read from the scan-line fit's band (`spectrum.SHAPE_BAND`), which texture reaches less."""
     pieces = noisy if isinstance(noisy, list) else [noisy]
     fitted = float(np.mean(np.concatenate([noise_variance(z, model).ravel() for z in pieces])))
     try:
@@ -312,7 +311,8 @@ def columns(noisy: np.ndarray | None, output: np.ndarray, entry: dict | None, da
                          for a in (noisy, output))
     if entry is not None and entry.get("noise_a") is not None:
         model = PoissonGaussian(float(entry["noise_a"]), float(entry["noise_b"]))
-    elif noisy is not None and (fitted := fit(list(noisy) if np.ndim(noisy) == 3 else noisy, scanned=scanned)) is not None:
+    elif noisy is not None and (fitted := fit(list(noisy) if np.ndim(noisy) == 3 else noisy,
+                                              scanned=scanned)) is not None:
         model = fitted
     else:
         return out

@@ -68,8 +68,9 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
     `sr`: the runner has the 2x head on the 2x2 sub-sampler (Noise2SR, stride 2); only then is
     the complement estimate defined. `pixels`: estimate a larger plane on crops of about this
     many pixels (0: the whole plane). `scanned`: a point-scanning microscope's noise, correlated
-    along the scan lines only (`n2sr.estimate.fit`). Returns the fitted noise and both estimates (MSE and
-    its standard error, NaN where the method has none) as plain numbers for the output's attributes.
+    along the scan lines only (`n2sr.estimate.fit`). Returns the fitted noise and both estimates
+    (MSE and its standard error, NaN where the method has none) as plain numbers for the output's
+    attributes.
     """
     shape = tuple(plane.shape[-2:])
     kind = HELD_OUT.get(method) if (method != "n2sr" or sr) and draws > 0 else None
@@ -94,7 +95,8 @@ def plane_estimates(runner: Runner, plane: PlaneLike, denoised: np.ndarray | Cal
         model = estimate.fit(windows, kernel, scanned)
         if model is None:
             return estimate.unavailable()
-        sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, shape), windows, model, seed, near, scanned)
+        sure, eps = estimate.cropped_sure(lambda z, c: _window(runner, z, c, shape), windows, model, seed, near,
+                                          scanned)
         kind = _applicable(kind, kernel)
         if kind in HELD_OUT.values():
             reach = runner.context * (2 if method == "n2sr" else 1)

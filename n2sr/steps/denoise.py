@@ -95,7 +95,8 @@ def denoise(model: str | os.PathLike[str], input: str | os.PathLike[str], output
     # Reference-free estimates of every plane (n2sr.nn.probe), from the finished output: a
     # scattered stack's by its gather job, as one job's (parts hold blocks, not planes).
     estimates = (lambda array: _estimates(runner, selection, _reader(array, selection.shape, dtype), ckpt, stride,
-                                          cfg.estimate_draws, cfg.estimate_pixels, scanned)) if cfg.estimate_draws else None
+                                          cfg.estimate_draws, cfg.estimate_pixels, scanned)
+                 ) if cfg.estimate_draws else None
     if stage is not None and stage.kind == "gather":
         _gather(output, outputs, attrs, stage, tiff, cfg.pyramid, estimates)
         return

@@ -66,8 +66,8 @@ rule evaluate_part:
     params:
         out=metrics_of,
         # the noisy input holds every capture; a denoised output only the test captures
-        options=lambda wildcards: scanned(cli_options({"captures": config["test_captures"] if wildcards.method == "noisy"
-                                                       else None, **config["evaluate"]}))(wildcards),
+        options=lambda wildcards: scanned(cli_options({
+            "captures": config["test_captures"] if wildcards.method == "noisy" else None, **config["evaluate"]}))(wildcards),
     shell:
         "n2sr evaluate --reference {input.reference:q} {input.image:q} --noisy {input.noisy:q} --csv {params.out:q}"
         " --method {wildcards.method} --label configuration={wildcards.configuration} --label fov={wildcards.fov}"
