@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from n2sr import estimate
+from n2sr import estimate, spectrum
+from n2sr.io.images import read_image
 from n2sr.noise import (PoissonGaussian, correlated_poisson_gaussian, estimate_poisson_gaussian, paper_noise_model,
                         poisson_gaussian)
 from n2sr.synthetic import clean_image
+from test_spectrum import scan_line_noise
 
 MODELS = {"gaussian": paper_noise_model(None, 15.0), "poisson_gaussian": paper_noise_model(15.0, 5.0)}
 FILTERS = {
@@ -102,13 +104,6 @@ def test_fit_reads_the_shape_of_widefield_noise_over_tiles():
     assert estimate.fit(white) == estimate.calibrated(estimate_poisson_gaussian(white), white)
 
 
-def scan_line_noise(x: np.ndarray, sigma: float, c: float, seed: int) -> np.ndarray:
-    """`x` plus Gaussian noise of std `sigma` correlated ``c / (1 + c^2)`` with its neighbour along
-    x only, as a point-scanning microscope's."""
-    n = np.random.default_rng(seed).normal(size=x.shape)
-    return x + sigma * (n + c * np.roll(n, 1, axis=1)) / np.sqrt(1 + c * c)
-
-
 def test_sure_of_a_point_scanner_counts_its_scan_line_correlation():
     """Noise correlated 0.28 along x only, blurred: SURE with the blind fit and kernel of a point
     scanner (`scanned`: no y lag) is within its stated error; read as white, the MSE comes out too low."""
@@ -134,9 +129,6 @@ def test_a_point_scanners_textured_frame_keeps_its_texture_out_of_the_noise_ener
     """FMD BPAE_G FOV 1 (actin filaments, one confocal capture; centre 256 x 256): the isotropic band
     fit reads the texture as neighbour correlation and noise, 27 % over the band energy of noisy
     minus avg50 (`benchmarks/results/noise_energy.md`); as a point scanner's (`scanned`), within 6 %."""
-    from n2sr.io.images import read_image
-    from n2sr import spectrum
-
     def centre(z):
         return np.asarray(z, np.float64)[128:384, 128:384]
 
